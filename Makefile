@@ -1,0 +1,49 @@
+# Two commands do all the set-up on a fresh machine:
+#   make lab    create .venv, install everything, open the tutorial in JupyterLab
+#   make test   create .venv, install everything (and Debian's chromium), run every test
+# Override TORCH to pick another wheel, e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: lab test lint format bench demo screenshots chromium clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test,dev]"
+	touch $@
+
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  apt-get update -q && apt-get install -y -q chromium; }
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/01_vanishing_gradients.ipynb
+
+test: $(STAMP) chromium
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+demo: $(STAMP)
+	$(BIN)/python -m gradwidget demo
+
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks
+
+screenshots: $(STAMP) chromium
+	GW_SCREENSHOT_DIR=docs/img OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m browser
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache
