@@ -1,0 +1,54 @@
+"""gradwidget: see and fix vanishing gradients inside the notebook.
+
+The data side (recorder, history, diagnosis, remedies, training) needs only torch and numpy.
+The panel (``GradPanel``, ``watch``) is imported on first use, so scripts never load the UI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import datasets, models, remedies
+from .diagnosis import Finding, Severity, Thresholds, diagnose
+from .errors import DataError, GradWidgetError, RemedyNotApplicable, TrainingError
+from .history import History, Series
+from .recorder import Recorder
+from .remedies import apply_remedies
+from .training import Run, RunState, TrainConfig, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "Finding",
+    "GradPanel",
+    "GradWidgetError",
+    "History",
+    "Recorder",
+    "RemedyNotApplicable",
+    "Run",
+    "RunState",
+    "Series",
+    "Severity",
+    "Thresholds",
+    "TrainConfig",
+    "TrainingError",
+    "apply_remedies",
+    "datasets",
+    "diagnose",
+    "models",
+    "remedies",
+    "train",
+    "watch",
+]
+
+_VIEW_NAMES = frozenset({"GradPanel", "watch"})
+
+
+def __getattr__(name: str) -> Any:
+    # The view pulls in ipywidgets and bqplot; load it only when a notebook asks for it.
+    if name in _VIEW_NAMES:
+        from . import view
+
+        return getattr(view, name)
+    raise AttributeError(f"module 'gradwidget' has no attribute {name!r}")
