@@ -1,0 +1,88 @@
+"""Training-step overhead of gradwidget and of the peers' ways, on each workload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .interleave import Contender, Timing, interleave
+from .workloads import Workload
+
+__all__ = ["LABELS", "TARGETS", "OverheadRow", "contenders_for", "measure_overhead"]
+
+LABELS = {
+    "gw_default": "gradwidget Recorder, defaults (3 % budget)",
+    "gw_full": "gradwidget Recorder, no budget",
+    "item_loop": "per-parameter .item() loop (Cockpit GradNorm, plot_grad_flow)",
+    "lightning": "Lightning grad_norm",
+    "wandb": "W&B watch(log='gradients')",
+    "floor": "floor: one read of every gradient byte",
+}
+# (kind, interval) -> largest acceptable median ratio to a plain step.
+TARGETS = {("gw_default", 10): 1.03, ("gw_full", 1): 1.25}
+_REQUIRED = [
+    Contender("gw_default", 10),
+    Contender("gw_full", 1),
+    Contender("item_loop", 1),
+    Contender("lightning", 1),
+    Contender("wandb", 1),
+    Contender("wandb", 100),
+    Contender("floor", 1),
+]
+
+
+@dataclass(frozen=True)
+class OverheadRow:
+    """One configuration on one workload: ratio to a plain step and its spread."""
+
+    model: str
+    kind: str
+    interval: int
+    median: float
+    p25: float
+    p75: float
+    p10: float
+    p90: float
+    step_ms: float
+    plain_step_ms: float
+    amortized: bool
+    target: float | None
+    grad_every: float | None
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.median <= self.target
+
+
+def contenders_for(workload: Workload, sweep: tuple[int, ...]) -> list[Contender]:
+    """The required configurations plus every kind at each interval of ``sweep``."""
+    swept = [Contender(kind, k) for kind in LABELS for k in sweep]
+    return list(dict.fromkeys([*_REQUIRED, *swept]))  # keep order, drop repeats
+
+
+def measure_overhead(
+    workload: Workload,
+    sweep: tuple[int, ...],
+    rounds: int,
+    device: torch.device,
+    block: int | None = None,
+) -> list[OverheadRow]:
+    """Time every configuration on ``workload``, interleaved with the plain loop."""
+    timings = interleave(workload, contenders_for(workload, sweep), rounds, device, block)
+    return [_row(workload, t) for t in timings]
+
+
+def _row(workload: Workload, timing: Timing) -> OverheadRow:
+    c = timing.contender
+    return OverheadRow(
+        model=workload.name,
+        kind=str(c.kind),
+        interval=c.interval,
+        **timing.summary(),
+        step_ms=timing.step_ms,
+        plain_step_ms=timing.plain_step_ms,
+        amortized=timing.amortized,
+        target=TARGETS.get((str(c.kind), c.interval)),
+        grad_every=timing.extra.get("grad_every"),
+    )
