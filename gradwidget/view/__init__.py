@@ -1,0 +1,7 @@
+"""The notebook side of gradwidget: the only package that imports ipywidgets and bqplot."""
+
+from __future__ import annotations
+
+from .panel import GradPanel, RunRecord, watch
+
+__all__ = ["GradPanel", "RunRecord", "watch"]

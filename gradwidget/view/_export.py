@@ -1,0 +1,64 @@
+"""The comparison rows of a panel's runs, as a DataFrame or written to files with histories."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..history import History
+from ._table import COLUMNS, RunSummary, default_threshold, summarize
+
+__all__ = ["frame", "summaries", "write"]
+
+
+def summaries(records: Sequence[Any], loss_threshold: float | None) -> list[RunSummary]:
+    """A row per run record; the loss threshold defaults to half the first run's first loss."""
+    histories = [r.history for r in records]
+    if loss_threshold is None:
+        loss_threshold = default_threshold(histories[0]) if histories else float("nan")
+    return [
+        summarize(r.name, r.remedies, h, r.run.wall_time, loss_threshold)
+        for r, h in zip(records, histories, strict=True)
+    ]
+
+
+def frame(rows: Sequence[RunSummary]) -> Any:
+    """The rows as a pandas DataFrame (pandas is imported only here)."""
+    import pandas as pd
+
+    return pd.DataFrame([asdict(row) for row in rows], columns=list(COLUMNS))
+
+
+def write(
+    path: str | Path, histories: Mapping[str, History], rows: Sequence[RunSummary]
+) -> list[Path]:
+    """Write every history and the comparison CSV under ``path``; the files written.
+
+    ``path`` ending in ``.json`` or ``.csv`` names the format and the stem of
+    ``<stem>-<run><suffix>`` files beside it; else ``path`` is a folder of JSON files.
+    """
+    path = Path(path)
+    if path.suffix in (".json", ".csv"):
+        folder, stem, suffix = path.parent, f"{path.stem}-", path.suffix
+    else:
+        folder, stem, suffix = path, "", ".json"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, history in histories.items():
+        target = folder / f"{stem}{_slug(name)}{suffix}"
+        if suffix == ".json":
+            history.to_json(target)
+        else:
+            history.to_csv(target)
+        written.append(target)
+    table = folder / f"{stem}comparison.csv"
+    frame(rows).to_csv(table, index=False)
+    return [*written, table]
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe form of a run name ("ReLU + He init" -> "ReLU_He_init")."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_") or "run"

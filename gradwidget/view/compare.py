@@ -1,0 +1,117 @@
+"""Runs side by side: small multiples on shared scales, overlaid loss curves, a summary table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import bqplot as bq
+import ipywidgets as w
+import numpy as np
+
+from ..history import History
+from ._data import decimate_minmax
+from ._table import RunSummary, to_html
+from ._widgets import close_tree
+from .charts import GradChart, figure, set_log_domain
+
+__all__ = ["CompareView"]
+
+# Categorical palette (d3 category10): one colour per run in the loss overlay.
+_RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+class _RunCell(w.VBox):
+    """One run's small gradient chart under its name and a remove button."""
+
+    def __init__(self, name: str, layers: Sequence[str], scales: tuple, on_remove) -> None:
+        self.name = name
+        self.chart = GradChart(
+            layers,
+            x_scale=scales[0],
+            y_scale=scales[1],
+            max_points=120,
+            legend=False,
+            title=name,
+            height="200px",
+        )
+        self.remove_button = w.Button(
+            description="×", tooltip=f"Remove run {name!r}", layout=w.Layout(width="32px")
+        )
+        self.remove_button.add_class("gw-remove-run")
+        self.remove_button.on_click(lambda _: on_remove(name))
+        super().__init__(
+            [w.HBox([self.remove_button]), self.chart.figure],
+            layout=w.Layout(width="32%", min_width="260px"),
+        )
+
+
+class CompareView(w.VBox):
+    """Every run of a panel on the same axes (css ``gw-compare``).
+
+    The small multiples share one step scale and one log scale, so a vanishing run looks
+    lower than a healthy one at a glance; the loss curves share one figure.
+
+    Parameters
+    ----------
+    on_remove : callable
+        Called with a run's name when its × button is clicked.
+    """
+
+    def __init__(self, on_remove: Callable[[str], None]) -> None:
+        self.on_remove = on_remove
+        self.scales = (bq.LinearScale(), bq.LogScale())
+        self.cells: dict[str, _RunCell] = {}
+        self.loss_lines: dict[str, bq.Lines] = {}
+        self.loss_scales = {"x": bq.LinearScale(), "y": bq.LinearScale()}
+        axes = [
+            bq.Axis(scale=self.loss_scales["x"], label="step"),
+            bq.Axis(scale=self.loss_scales["y"], orientation="vertical", label="loss"),
+        ]
+        self.loss_figure = figure([], axes, "gw-compare-loss", "Loss of each run")
+        self.grid = w.HBox(layout=w.Layout(flex_flow="row wrap", width="100%"))
+        self.table = w.HTML()
+        self.table.add_class("gw-compare-table")
+        title = w.HTML("<b>Comparison</b>")
+        super().__init__([title, self.grid, self.loss_figure, self.table])
+        self.add_class("gw-compare")
+
+    def update(self, histories: Mapping[str, History], rows: Sequence[RunSummary]) -> None:
+        """Show exactly the runs in ``histories`` (name -> snapshot) and the table ``rows``."""
+        self._sync_cells(histories)
+        for name, history in histories.items():
+            self.cells[name].chart.update(history)
+            self._update_loss(name, history)
+        set_log_domain(self.scales[1], *(c.chart.lines.y for c in self.cells.values()))
+        self.table.value = to_html(rows)
+
+    def _sync_cells(self, histories: Mapping[str, History]) -> None:
+        stale = [
+            name
+            for name, cell in self.cells.items()
+            if name not in histories or cell.chart.layers != histories[name].layers
+        ]
+        for name in stale:
+            close_tree(self.cells.pop(name))
+        for name, history in histories.items():
+            if name not in self.cells and len(history.layers):
+                self.cells[name] = _RunCell(name, history.layers, self.scales, self.on_remove)
+        for name in [n for n in self.loss_lines if n not in histories]:
+            close_tree(self.loss_lines.pop(name))
+        with self.hold_sync():
+            self.grid.children = tuple(self.cells.values())
+            self.loss_figure.marks = list(self.loss_lines.values())
+
+    def _update_loss(self, name: str, history: History) -> None:
+        s = history.series("loss")
+        if len(s) < 2:
+            return
+        line = self.loss_lines.get(name)
+        if line is None:
+            colour = _RUN_COLOURS[len(self.loss_lines) % len(_RUN_COLOURS)]
+            line = bq.Lines(scales=self.loss_scales, labels=[name], colors=[colour])
+            line.display_legend = True
+            self.loss_lines[name] = line
+            self.loss_figure.marks = [*self.loss_figure.marks, line]
+        x, y = decimate_minmax(s.steps, s.lo, s.hi, 300)
+        with line.hold_sync():
+            line.x, line.y = x, np.ascontiguousarray(y[0])

@@ -1,0 +1,54 @@
+"""The live charts of one run, laid out together and updated from one snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ipywidgets as w
+
+from ..diagnosis import Finding
+from ..history import History
+from .charts import FlowChart, GradChart, HeatChart
+from .metrics import ActivityChart, LossChart
+
+__all__ = ["Dashboard"]
+
+_ROW = w.Layout(width="100%", flex_flow="row wrap")
+
+
+class Dashboard(w.VBox):
+    """Gradient, flow, heat map, loss and activity charts of one run's layers.
+
+    Parameters
+    ----------
+    layers : sequence of str
+        Layer names, input to output (a run's layers are fixed after its first step).
+    band : (float, float)
+        Healthy range of the flow chart, as multiples of the output layer's norm.
+    """
+
+    def __init__(self, layers: Sequence[str], band: tuple[float, float]) -> None:
+        self.layers = tuple(layers)
+        self.grad, self.flow = GradChart(layers), FlowChart(layers, band)
+        self.heat, self.loss, self.activity = HeatChart(layers), LossChart(), ActivityChart(layers)
+        self.flagged: tuple[str, ...] = ()
+        super().__init__(
+            [
+                w.HBox([self.grad.figure, self.flow.figure], layout=_ROW),
+                w.HBox([self.loss.figure, self.activity.figure], layout=_ROW),
+                self.heat.figure,
+            ]
+        )
+
+    def update(self, history: History, force: bool = False) -> None:
+        """Redraw from ``history``; the heat map only if due or ``force``."""
+        self.grad.update(history)
+        self.flow.update(history, self.flagged)
+        self.loss.update(history)
+        self.activity.update(history)
+        self.heat.update(history, force)
+
+    def flag(self, findings: Sequence[Finding]) -> None:
+        """Mark the layers the findings name (drawn at the next update)."""
+        named = {layer for finding in findings for layer in finding.layers}
+        self.flagged = tuple(layer for layer in self.layers if layer in named)

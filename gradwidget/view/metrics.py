@@ -1,0 +1,85 @@
+"""bqplot charts of the training side: loss and accuracy, activation health."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import bqplot as bq
+import numpy as np
+
+from ..history import History
+from ._data import decimate_minmax
+from .charts import figure
+
+__all__ = ["ActivityChart", "LossChart"]
+
+
+class LossChart:
+    """Loss over steps (left axis) and, for classification, accuracy in [0, 1] (right axis)."""
+
+    def __init__(self, max_points: int = 300) -> None:
+        self.max_points = max_points
+        x_scale, self.loss_scale, acc_scale = bq.LinearScale(), bq.LinearScale(), bq.LinearScale()
+        acc_scale.min, acc_scale.max = 0.0, 1.0
+        self.lines = {
+            "loss": self._line(x_scale, self.loss_scale, "loss", "#1f77b4"),
+            "accuracy": self._line(x_scale, acc_scale, "train accuracy", "#ff7f0e"),
+            "test_accuracy": self._line(x_scale, acc_scale, "test accuracy", "#9467bd"),
+        }
+        axes = [
+            bq.Axis(scale=x_scale, label="step"),
+            bq.Axis(scale=self.loss_scale, orientation="vertical", label="loss"),
+            bq.Axis(scale=acc_scale, orientation="vertical", side="right", label="accuracy"),
+        ]
+        self.figure = figure(list(self.lines.values()), axes, "gw-loss-chart", "Loss")
+
+    @staticmethod
+    def _line(x_scale: bq.Scale, y_scale: bq.Scale, label: str, color: str) -> bq.Lines:
+        empty = np.zeros(0, np.float32)
+        scales = {"x": x_scale, "y": y_scale}
+        return bq.Lines(x=empty, y=empty, scales=scales, labels=[label], colors=[color])
+
+    def update(self, history: History) -> None:
+        """Draw each scalar series that has at least two points."""
+        for name, line in self.lines.items():
+            s = history.series(name)
+            if len(s) < 2:
+                continue
+            x, y = decimate_minmax(s.steps, s.lo, s.hi, self.max_points)
+            with line.hold_sync():
+                line.x, line.y, line.display_legend = x, y[0], True
+        loss = self.lines["loss"].y
+        finite = loss[np.isfinite(loss)] if loss.size else loss
+        if finite.size:
+            low, high = float(finite.min()), float(finite.max())
+            with self.loss_scale.hold_sync():
+                self.loss_scale.min, self.loss_scale.max = low, max(high, low + 1e-6)
+
+
+class ActivityChart:
+    """Dead and saturated fraction of each layer's units at the latest sampled step (bars)."""
+
+    def __init__(self, layers: Sequence[str]) -> None:
+        x_scale, y_scale = bq.OrdinalScale(), bq.LinearScale(min=0.0, max=1.0)
+        self.bars = bq.Bars(
+            x=np.array(layers),
+            y=np.zeros((2, len(layers)), np.float32),
+            scales={"x": x_scale, "y": y_scale},
+            type="grouped",
+            labels=["dead", "saturated"],
+            colors=["#7f7f7f", "#ff7f0e"],
+            display_legend=True,
+        )
+        axes = [
+            bq.Axis(scale=x_scale, label="layer"),
+            bq.Axis(scale=y_scale, orientation="vertical", tick_format=".0%"),
+        ]
+        self.figure = figure([self.bars], axes, "gw-act-chart", "Dead / saturated units")
+
+    def update(self, history: History) -> None:
+        """Draw the newest row of ``dead_frac`` and ``saturated_frac`` (NaN: not applicable: 0)."""
+        rows = [history.series(name).last for name in ("dead_frac", "saturated_frac")]
+        if any(len(r) == 0 for r in rows):
+            return
+        with self.bars.hold_sync():
+            self.bars.y = np.nan_to_num(np.stack([r[-1] for r in rows])).astype(np.float32)

@@ -1,0 +1,388 @@
+"""GradPanel: live gradient charts, a diagnosis and one-click fixes, in one widget.
+
+Two ways in. Managed: ``GradPanel(model, data)`` trains copies of the model on a background
+thread (Train / Stop / Retrain with fixes). Own loop: ``GradPanel(model)`` or ``watch(model)``
+hooks the model itself and the user calls ``panel.capture(loss)`` after ``loss.backward()``.
+Either way a refresher thread redraws at most ``refresh_hz`` times a second from a snapshot.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as w
+from torch import nn
+
+from ..diagnosis import Thresholds, diagnose
+from ..errors import GradWidgetError, RemedyNotApplicable
+from ..history import History
+from ..recorder import Recorder
+from ..remedies import LABELS, REMEDY_NAMES, apply_remedies
+from ..training import Run, RunState, TrainConfig
+from . import _export
+from ._refresher import Refresher
+from ._widgets import close_tree
+from .compare import CompareView
+from .dashboard import Dashboard
+from .findings import DiagnosisBox
+from .fixes import FixBar
+from .status import StatusBar
+
+__all__ = ["GradPanel", "RunRecord", "watch"]
+
+_HEAVY_EVERY_S = 1.0  # diagnosis, heat map and comparison: at most this often
+_CLOSE_WAIT_S = 10.0  # a run stops within a step; a step stuck longer is the model's bug
+_OWN_LOOP = "This panel watches your own loop: call panel.capture(loss) after loss.backward()."
+_WATCHED: weakref.WeakKeyDictionary[nn.Module, GradPanel] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a panel: its name, remedies, the model it trains and the :class:`Run`."""
+
+    name: str
+    remedies: tuple[str, ...]
+    model: nn.Module
+    run: Run
+
+    @property
+    def history(self) -> History:
+        """A snapshot of the run's history."""
+        return self.run.history
+
+
+class GradPanel(w.VBox):
+    """Live per-layer gradient norms, diagnosis and fixes for a PyTorch model.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model. With ``data``, each run trains its own copy made from the weights ``model``
+        has now, so ``model`` is never changed and every retrain starts from the same
+        weights; get trained models from ``panel.runs``. Without ``data``, the panel watches
+        ``model`` as you train it (one open panel per model in this mode).
+    data : Dataset, (X, y) or iterable of (x, y) batches, optional
+        Training data, as for :class:`gradwidget.Run`; leave out to train in your own loop.
+    loss_fn, optimizer, lr, steps, batch_size, seed, act_every
+        The :class:`gradwidget.TrainConfig` of every run (same seed: same data order).
+    refresh_hz : float
+        Most chart updates per second, whatever the training speed.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any = None,
+        *,
+        loss_fn: Any = None,
+        optimizer: Any = "sgd",
+        lr: float = 0.1,
+        steps: int = 600,
+        batch_size: int = 64,
+        seed: int = 0,
+        act_every: int = 10,
+        refresh_hz: float = 10.0,
+    ) -> None:
+        self.model, self.data = model, data
+        self.config = TrainConfig(
+            steps=steps, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
+            loss_fn=loss_fn, act_every=act_every,
+        )  # fmt: skip
+        self.thresholds = Thresholds()
+        self.runs: list[RunRecord] = []
+        self.updates_sent = 0
+        self._initial = apply_remedies(model, ())  # a copy, taken before any hook is added
+        self._refresher = Refresher(self._tick, refresh_hz, "gradwidget-refresher")
+        self._lock = threading.RLock()
+        self._active: Run | None = None
+        self._shown: Run | None = None
+        self._seen: tuple[int, int] | None = None
+        self._last_heavy = -float("inf")
+        self._closed = False
+        self.recorder = self._attach(model) if data is None else None
+        self._build()
+
+    # -- layout --------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.train_button = _button("Train", "play", "gw-train", lambda _: self.train())
+        self.stop_button = _button("Stop", "stop", "gw-stop", lambda _: self.stop())
+        self.status = StatusBar()
+        self.dashboard: Dashboard | None = None
+        self.charts = w.VBox([w.HTML("<i>The charts appear with the first training step.</i>")])
+        self.diagnosis = DiagnosisBox(LABELS)
+        self.fixes = FixBar(self._initial, self._on_fixes_changed, self.retrain)
+        self.compare = CompareView(self.remove_run)
+        self.compare.layout.display = "none"
+        toolbar = w.HBox([self.train_button, self.stop_button, self.status])
+        super().__init__([toolbar, self.charts, self.diagnosis, self.fixes, self.compare])
+        self.add_class("gw-panel")
+        if self.recorder is not None:
+            for button in (self.train_button, self.stop_button):
+                button.disabled, button.tooltip = True, _OWN_LOOP
+            self.fixes.allow_retrain(_OWN_LOOP)
+        self.status.say(_OWN_LOOP if self.recorder is not None else "Ready: press Train.")
+
+    def _attach(self, model: nn.Module) -> Recorder:
+        owner = _WATCHED.get(model)
+        if owner is not None and not owner._closed:
+            raise GradWidgetError(
+                "This model is already watched by another open panel, and two panels would "
+                "hook it twice. Close the other panel first (panel.close())."
+            )
+        recorder = Recorder(model, act_every=self.config.act_every)
+        _WATCHED[model] = self
+        return recorder
+
+    # -- actions -------------------------------------------------------------------------
+
+    def train(self) -> Run | None:
+        """Start a baseline run from the initial weights; None (and a status line) if refused."""
+        return self._launch("baseline", ())
+
+    def retrain(self, names: Iterable[str]) -> Run | None:
+        """Start a run of the initial model with remedies ``names``, same config and seed.
+
+        Refused (None, with a status line) while another run is active: one run at a time.
+        """
+        chosen = tuple(n for n in REMEDY_NAMES if n in set(names))
+        if not chosen:
+            self.status.say("Choose at least one fix to retrain with.", "warn")
+            return None
+        return self._launch(" + ".join(LABELS[n] for n in chosen), chosen)
+
+    def _launch(self, label: str, names: tuple[str, ...]) -> Run | None:
+        with self._lock:
+            refusal = self._refusal()
+            if refusal is None:
+                try:
+                    return self._start(label, names, self.remedied_model(names))
+                except RemedyNotApplicable as why:
+                    refusal = str(why)
+            self.status.say(refusal, "warn")
+            return None
+
+    def _refusal(self) -> str | None:
+        if self._closed:
+            return "This panel is closed."
+        if self.recorder is not None:
+            return _OWN_LOOP
+        if self._active is not None:
+            return f"{self._active.name!r} is still running: press Stop first (one run at a time)."
+        return None
+
+    def _start(self, label: str, names: tuple[str, ...], model: nn.Module) -> Run:
+        taken = {r.name for r in self.runs}
+        name = next(n for i in range(1, len(taken) + 2) if (n := _numbered(label, i)) not in taken)
+        run = Run(model, self.data, self.config, name=name)
+        self.runs.append(RunRecord(name, names, model, run))
+        self._active = self._shown = run
+        self._seen, self._last_heavy = None, -float("inf")
+        self.train_button.disabled = True
+        self.fixes.allow_retrain("A run is in progress.")
+        self.status.say(f"{name}: starting…")
+        run.start()
+        self._refresher.poke()
+        return run
+
+    def stop(self) -> None:
+        """Stop the active run after its current step (a status line if nothing runs)."""
+        run = self._active
+        if run is None:
+            self.status.say("Nothing is running.")
+            return
+        run.stop(timeout=0)  # never block the kernel: the refresher reports the end
+        self.status.say(f"Stopping {run.name}…")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no run is active (or ``timeout`` s), then redraw; True if none is."""
+        run = self._active
+        if run is not None:
+            run.join(timeout)
+        self._tick()
+        return self._active is None
+
+    def capture(self, loss: Any = None) -> None:
+        """Own-loop mode: record this step; call after ``loss.backward()``, before ``step()``."""
+        if self.recorder is None:
+            raise GradWidgetError(
+                "This panel trains the model itself; capture() is for a panel made without "
+                "data (GradPanel(model) or gw.watch(model)) around your own training loop."
+            )
+        self.recorder.capture(loss)
+        self._refresher.poke()
+
+    def remove_run(self, name: str) -> None:
+        """Drop run ``name`` from the comparison (not while it is running)."""
+        with self._lock:
+            record = next((r for r in self.runs if r.name == name), None)
+            if record is None or record.run is self._active:
+                why = "is still running: stop it first" if record else "does not exist"
+                self.status.say(f"Run {name!r} {why}.", "warn")
+                return
+            self.runs.remove(record)
+            self._update_compare()
+            self.status.say(f"Removed run {name!r}.")
+
+    def remedied_model(self, names: Iterable[str]) -> nn.Module:
+        """A copy of the initial model with remedies ``names`` applied (canonical order)."""
+        return apply_remedies(self._initial, tuple(names), seed=self.config.seed)
+
+    def _on_fixes_changed(self, names: tuple[str, ...]) -> None:
+        if self.recorder is not None and names:
+            self.status.say(f"Get the fixed model with panel.remedied_model({list(names)!r}).")
+
+    # -- results -------------------------------------------------------------------------
+
+    def comparison(self, loss_threshold: float | None = None) -> Any:
+        """One row per run (pandas DataFrame): see :class:`gradwidget.view._table.RunSummary`."""
+        return _export.frame(self._summaries(loss_threshold))
+
+    def export(self, path: Any) -> list[Any]:
+        """Write each run's history and the comparison table; the paths written.
+
+        ``path`` ending in ``.json`` or ``.csv`` gives ``<stem>-<run>.<suffix>`` files next to
+        it; any other ``path`` is a folder of ``<run>.json`` files. Both add a comparison CSV.
+        """
+        histories = {r.name: r.history for r in self.runs}
+        return _export.write(path, histories, self._summaries(None))
+
+    def _summaries(self, loss_threshold: float | None) -> list:
+        return _export.summaries(self.runs, loss_threshold)
+
+    # -- refresh (refresher thread, or the caller of wait) --------------------------------
+
+    def _tick(self) -> bool:
+        with self._lock:
+            try:
+                return self._refresh()
+            except Exception as exc:  # a drawing bug must show, not kill the thread silently
+                self.status.show_error("The panel failed to redraw.", exc)
+                return False
+
+    def _refresh(self) -> bool:
+        if self._closed:
+            return False
+        run, live = self._active, self._live()
+        key = None if live is None else (id(live), live.version)
+        ended = run is not None and run.state.ended
+        changed = key != self._seen
+        if changed or ended:
+            self._seen = key
+            self._draw(final=ended)
+        if ended:
+            self._finish(run)
+        return (run is not None and not ended) or changed
+
+    def _live(self) -> History | None:
+        if self.recorder is not None:
+            return self.recorder.live
+        rec = self._shown.recorder if self._shown is not None else None
+        return rec.live if rec is not None else None
+
+    def _draw(self, final: bool) -> None:
+        snapshot = self.recorder.history if self.recorder is not None else self._shown.history
+        if len(snapshot) == 0:
+            return
+        if self.dashboard is None or self.dashboard.layers != snapshot.layers:
+            self._replace_dashboard(Dashboard(snapshot.layers, self._band))
+        heavy = final or time.monotonic() - self._last_heavy >= _HEAVY_EVERY_S
+        if heavy:
+            self._last_heavy = time.monotonic()
+            findings = diagnose(snapshot, self.thresholds)
+            self.diagnosis.show(findings)
+            self.fixes.suggest(r for f in findings for r in f.remedies)
+            self.dashboard.flag(findings)
+        self.dashboard.update(snapshot, force=final)
+        if heavy and self.runs:
+            self._update_compare()
+        self._show_progress()
+        self.updates_sent += 1
+
+    @property
+    def _band(self) -> tuple[float, float]:
+        return (self.thresholds.vanishing_ratio, self.thresholds.exploding_ratio)
+
+    def _replace_dashboard(self, dashboard: Dashboard) -> None:
+        old, self.dashboard = self.dashboard, dashboard
+        self.charts.children = (dashboard,)
+        if old is not None:
+            close_tree(old)
+
+    def _update_compare(self) -> None:
+        histories = {r.name: r.history for r in self.runs}
+        self.compare.update(histories, self._summaries(None))
+        self.compare.layout.display = "" if self.runs else "none"
+
+    def _show_progress(self) -> None:
+        run = self._active
+        if self.recorder is not None:
+            self.status.say(f"Watching your loop: step {self.recorder.step}.")
+        elif run is not None and not run.state.ended:
+            self.status.say(_describe(run))
+            self.status.show_progress(run.step, run.total_steps)
+
+    def _finish(self, run: Run) -> None:
+        self._active = None
+        if run.state is RunState.FAILED:
+            self.status.show_error(run.message, run.error)
+        else:
+            tone = {RunState.FINISHED: "ok", RunState.DIVERGED: "warn"}.get(run.state, "info")
+            self.status.say(run.message, tone)
+        self.status.hide_progress()
+        self.train_button.disabled = False
+        self.fixes.allow_retrain(None)
+
+    # -- teardown ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the active run and the refresher, remove every hook, close every widget."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            active = self._active
+        if active is not None:
+            active.stop(timeout=_CLOSE_WAIT_S)
+        for record in self.runs:
+            record.run.join(timeout=_CLOSE_WAIT_S)
+        self._refresher.stop()
+        if self.recorder is not None:
+            self.recorder.close()
+            _WATCHED.pop(self.model, None)
+        close_tree(self)
+
+
+def watch(model: nn.Module, **options: Any) -> GradPanel:
+    """Display a panel that watches ``model`` in your own loop and return it.
+
+    Call ``panel.capture(loss)`` after ``loss.backward()``; ``options`` are those of
+    :class:`GradPanel` (``act_every``, ``refresh_hz``, ``seed``).
+    """
+    from IPython.display import display
+
+    panel = GradPanel(model, **options)
+    display(panel)
+    return panel
+
+
+def _button(text: str, icon: str, css: str, handler: Any) -> w.Button:
+    button = w.Button(description=text, icon=icon)
+    button.add_class(css)
+    button.on_click(handler)
+    return button
+
+
+def _numbered(label: str, i: int) -> str:
+    return label if i == 1 else f"{label} ({i})"
+
+
+def _describe(run: Run) -> str:
+    total = "?" if run.total_steps is None else run.total_steps
+    loss = "" if run.loss is None else f" · loss {run.loss:.3g}"
+    return f"{run.name}: step {run.step}/{total} · {run.steps_per_s:.0f} steps/s{loss}"
