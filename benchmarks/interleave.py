@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .monitors import Monitor, make_monitor
 from .workloads import Workload, make_batches
 
-__all__ = ["Contender", "Timing", "interleave", "spread"]
+__all__ = ["Contender", "Lane", "Timing", "interleave", "spread"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def spread(values: tuple[float, ...] | list[float]) -> dict[str, float]:
     return dict(zip(("median", "p25", "p75", "p10", "p90"), map(float, points), strict=True))
 
 
-class _Lane:
+class Lane:
     """One model copy, its optimizer and its monitor."""
 
     def __init__(self, contender: Contender, workload: Workload, device: torch.device) -> None:
@@ -140,7 +140,7 @@ def interleave(
     """
     steps = block or workload.block
     plain = Contender(None)
-    lanes = [_Lane(c, workload, device) for c in [plain, *contenders]]
+    lanes = [Lane(c, workload, device) for c in [plain, *contenders]]
     batches = make_batches(workload, 8, device)
     order = random.Random(0)
     try:
@@ -156,7 +156,7 @@ def interleave(
             lane.close()
 
 
-def _timings(lanes: list[_Lane], plain: Contender, steps: int, skip: int) -> list[Timing]:
+def _timings(lanes: list[Lane], plain: Contender, steps: int, skip: int) -> list[Timing]:
     ref = next(lane for lane in lanes if lane.contender == plain)
     plain_block = np.asarray(ref.block_s[skip:])
     plain_step_ms = float(np.median(plain_block)) / steps * 1e3

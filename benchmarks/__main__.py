@@ -1,0 +1,173 @@
+"""``python -m benchmarks [--quick] [--models mlp10,mlp20,cnn6] [--device auto|cpu|cuda]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import memory, report, ui
+from .interleave import Contender
+from .overhead import TARGETS, OverheadRow, measure_overhead
+from .profiling import profile_contender
+from .workloads import WORKLOADS
+
+_UI_BYTES_PER_S = 1_000_000  # the "bounded byte rate" target: 1 MB/s to the browser at most
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much of each benchmark to run."""
+
+    rounds: int
+    block: int | None  # None: each workload's own block length
+    sweep_first: tuple[int, ...]  # intervals swept on the first (smallest) model
+    sweep_rest: tuple[int, ...]
+    panel_steps: int
+    panel_rounds: int
+    ui_seconds: float
+    chart_repeats: int
+    history_steps: int
+    run_steps: int
+    profile_steps: int
+
+
+FULL = Settings(9, None, (1, 10, 100), (1,), 300, 5, 3.0, 3, 1_000_000, 20_000, 100)
+QUICK = Settings(3, 10, (1, 10), (1,), 40, 1, 0.5, 1, 20_000, 300, 10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    if args.rounds:
+        settings = Settings(**{**asdict(settings), "rounds": args.rounds})
+    torch.set_num_threads(1)  # the machine is shared; one thread keeps ratios stable
+    device = _device(args.device)
+    names = args.models.split(",")
+    started = time.perf_counter()
+    results = _run_all(settings, names, device)
+    results["meta"] = _meta(device, args.quick, time.perf_counter() - started)
+    stem = device.type + ("-quick" if args.quick else "")
+    md, js = report.write(results, Path(args.out), stem)
+    print(f"wrote {md} and {js}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="few rounds, short runs")
+    parser.add_argument("--models", default=",".join(WORKLOADS), help="comma-separated")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--rounds", type=int, default=0, help="override the rounds per model")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    return parser
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def _run_all(s: Settings, names: list[str], device: torch.device) -> dict[str, Any]:
+    first = WORKLOADS[names[0]]
+    rows: list[OverheadRow] = []
+    for i, name in enumerate(names):
+        sweep = s.sweep_first if i == 0 else s.sweep_rest
+        rows += measure_overhead(WORKLOADS[name], sweep, s.rounds, device, s.block)
+    results: dict[str, Any] = {"overhead": [{**asdict(r), "met": r.met} for r in rows]}
+    results["profiles"] = {
+        f"{r.model} {r.kind}@{r.interval}": profile_contender(
+            WORKLOADS[r.model], Contender(r.kind, r.interval), s.profile_steps, device
+        )
+        for r in rows
+        if r.met is False
+    }
+    sections: dict[str, Callable[[], Any]] = {
+        "panel_throughput": lambda: ui.panel_throughput(first, s.panel_steps, s.panel_rounds),
+        "ui_traffic": lambda: ui.ui_traffic(s.ui_seconds),
+        "first_chart": lambda: ui.first_chart_s(first, s.chart_repeats),
+        "history_memory": lambda: asdict(memory.history_growth(s.history_steps)),
+        "run_memory": lambda: asdict(memory.run_memory(s.run_steps)),
+    }
+    if device.type == "cuda":
+        from .cuda import count_syncs
+        from .overhead import contenders_for
+
+        sections["cuda_syncs"] = lambda: count_syncs(first, contenders_for((1,), 10), 20, device)
+    results.update({key: _guarded(fn) for key, fn in sections.items()})
+    results["targets"] = _targets(rows, results)
+    return results
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    """Run one benchmark; a failure is reported in the results, not raised."""
+    try:
+        return fn()
+    except Exception as exc:  # a broken section must not lose the others' numbers
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _targets(rows: list[OverheadRow], results: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [
+        _target(f"{r.model}: {r.kind}@{r.interval} ratio", f"<= {r.target}", r.median, r.met)
+        for r in rows
+        if (r.kind, r.interval) in TARGETS
+    ]
+    panel, traffic = results["panel_throughput"], results["ui_traffic"]
+    history = results["history_memory"]
+    if "ratio" in panel:
+        ratio = panel["ratio"]["median"]
+        out.append(_target("panel throughput ratio", ">= 0.95", ratio, ratio >= 0.95))
+    if "refreshes_per_s" in traffic:
+        rate, nbytes = traffic["refreshes_per_s"], traffic["bytes_per_s"]
+        out.append(_target("UI refreshes/s", "<= 10", rate, rate <= 10))
+        out.append(_target("UI bytes/s", f"<= {_UI_BYTES_PER_S:,}", nbytes, nbytes <= 1e6))
+    if "growth_after_full" in history:
+        grown = history["growth_after_full"]
+        out.append(
+            _target("History heap growth after full (B)", "<= 65,536", grown, grown <= 65536)
+        )
+    return out
+
+
+def _target(what: str, target: str, measured: float, met: bool) -> dict[str, Any]:
+    return {"what": what, "target": target, "measured": round(float(measured), 4), "met": met}
+
+
+def _meta(device: torch.device, quick: bool, seconds: float) -> dict[str, Any]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.system()} {platform.machine()}, {name}",
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "mode": "quick" if quick else "full",
+        "seconds": round(seconds, 1),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
+
+
+if __name__ == "__main__":
+    main()

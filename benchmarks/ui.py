@@ -1,0 +1,195 @@
+"""What the panel costs: throughput of panel-managed training, UI traffic, time to first chart.
+
+Widgets are built while :class:`CommTap` is active, so each gets a dummy comm that counts and
+timestamps every state update it would send to the browser, with its size (JSON + buffers).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .interleave import spread
+from .workloads import Workload, make_batches
+
+__all__ = ["CommTap", "first_chart_s", "panel_throughput", "ui_traffic"]
+
+_MARKS = frozenset({"LinesModel", "HeatMapModel", "GridHeatMapModel", "ScatterModel", "BarsModel"})
+_BURST_GAP_S = 0.02  # messages closer than this belong to one refresh
+
+
+@dataclass(frozen=True)
+class Message:
+    at: float
+    model_name: str
+    nbytes: int
+
+
+class CommTap:
+    """Give widgets created meanwhile a comm that records what they send."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    @contextmanager
+    def installed(self) -> Iterator[CommTap]:
+        import comm
+
+        original = comm.create_comm
+        comm.create_comm = self._create
+        try:
+            yield self
+        finally:
+            comm.create_comm = original
+
+    def _create(self, **kwargs: Any) -> Any:
+        from comm import DummyComm
+
+        tap = self
+
+        class CountingComm(DummyComm):
+            def publish_msg(self, msg_type: str, data: Any = None, *args: Any, **kw: Any) -> None:
+                if msg_type == "comm_msg" and data and data.get("method") == "update":
+                    tap._record(self.comm_id, data, kw.get("buffers"))
+
+        return CountingComm(**kwargs)
+
+    def _record(self, comm_id: str, data: dict, buffers: Any) -> None:
+        from ipywidgets import Widget
+
+        widget = Widget.widgets.get(comm_id)
+        name = getattr(widget, "_model_name", "?")
+        size = len(json.dumps(data.get("state", {}), default=str))
+        size += sum(memoryview(b).nbytes for b in buffers or ())
+        self.messages.append(Message(time.perf_counter(), name, size))
+
+    def since(self, start: float) -> list[Message]:
+        return [m for m in list(self.messages) if m.at >= start]
+
+
+def _bursts(messages: list[Message]) -> int:
+    """Refreshes: runs of messages with gaps under ``_BURST_GAP_S``."""
+    times = sorted(m.at for m in messages)
+    return sum(1 for i, t in enumerate(times) if i == 0 or t - times[i - 1] > _BURST_GAP_S)
+
+
+def _plain_steps_per_s(workload: Workload, data: tuple, steps: int, batch: int) -> float:
+    torch.manual_seed(0)
+    model = workload.build()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = data
+    start = time.perf_counter()
+    order = torch.randperm(len(x))
+    for i in range(steps):
+        idx = order[(i * batch) % len(x) :][:batch]
+        optimizer.zero_grad()
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        optimizer.step()
+    return steps / (time.perf_counter() - start)
+
+
+def _panel_steps_per_s(workload: Workload, data: tuple, steps: int, batch: int) -> float:
+    import gradwidget as gw
+
+    torch.manual_seed(0)
+    with CommTap().installed():
+        panel = gw.GradPanel(workload.build(), data, lr=0.01, steps=steps, batch_size=batch)
+        try:
+            start = time.perf_counter()
+            panel.train()
+            panel.wait(timeout=600)
+            return steps / (time.perf_counter() - start)
+        finally:
+            panel.close()
+
+
+def _dataset(workload: Workload, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = make_batches(workload, batches, torch.device("cpu"))
+    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+
+def panel_throughput(workload: Workload, steps: int, rounds: int) -> dict[str, Any]:
+    """Steps/s of ``GradPanel.train()`` over steps/s of a plain loop, interleaved by round."""
+    batch = workload.input_shape[0]
+    data = _dataset(workload, 16)
+    ratios, plain, managed = [], [], []
+    for _ in range(rounds):
+        plain.append(_plain_steps_per_s(workload, data, steps, batch))
+        managed.append(_panel_steps_per_s(workload, data, steps, batch))
+        ratios.append(managed[-1] / plain[-1])
+    return {
+        "model": workload.name,
+        "steps": steps,
+        "plain_steps_per_s": spread(plain)["median"],
+        "panel_steps_per_s": spread(managed)["median"],
+        "ratio": spread(ratios),
+    }
+
+
+def ui_traffic(seconds: float, refresh_hz: float = 10.0) -> dict[str, Any]:
+    """Messages, refreshes and bytes per second while an own loop runs as fast as it can."""
+    import gradwidget as gw
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(8, 8), torch.randint(2, (8,))
+    with CommTap().installed() as tap:
+        panel = gw.GradPanel(model, refresh_hz=refresh_hz)
+        try:
+            start, steps = time.perf_counter(), 0
+            while time.perf_counter() - start < seconds:
+                optimizer.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                panel.capture(loss)
+                optimizer.step()
+                steps += 1
+            elapsed = time.perf_counter() - start
+            sent = tap.since(start)
+        finally:
+            panel.close()
+    return {
+        "seconds": elapsed,
+        "steps_per_s": steps / elapsed,
+        "messages_per_s": len(sent) / elapsed,
+        "refreshes_per_s": _bursts(sent) / elapsed,
+        "bytes_per_s": sum(m.nbytes for m in sent) / elapsed,
+        "refresh_hz": refresh_hz,
+    }
+
+
+def first_chart_s(workload: Workload, repeats: int, timeout: float = 30.0) -> dict[str, Any]:
+    """Seconds from ``panel.train()`` to the first update of a chart mark, per repeat."""
+    import gradwidget as gw
+
+    data = _dataset(workload, 4)
+    waits = []
+    for _ in range(repeats):
+        with CommTap().installed() as tap:
+            panel = gw.GradPanel(workload.build(), data, lr=0.01, steps=200)
+            try:
+                start = time.perf_counter()
+                panel.train()
+                waits.append(_wait_for_mark(tap, start, timeout))
+                panel.stop()
+                panel.wait(timeout=timeout)
+            finally:
+                panel.close()
+    return {"model": workload.name, "seconds": spread(waits), "repeats": repeats}
+
+
+def _wait_for_mark(tap: CommTap, start: float, timeout: float) -> float:
+    while time.perf_counter() - start < timeout:
+        marks = [m for m in tap.since(start) if m.model_name in _MARKS]
+        if marks:
+            return marks[0].at - start
+        time.sleep(0.002)
+    return float("nan")
