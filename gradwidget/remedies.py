@@ -273,9 +273,14 @@ def _is_torch_composite(module: nn.Module) -> bool:
     return _is_torch_object(module) and not isinstance(module, _CONTAINERS)
 
 
+def _slots(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    # named_children() lists a module shared by two slots once; every slot must be seen.
+    return [(name, child) for name, child in module._modules.items() if child is not None]
+
+
 def _own_modules(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
     """(qualified name, module) in registration order, not entering torch's composites."""
-    for name, child in module.named_children():
+    for name, child in _slots(module):
         yield prefix + name, child
         if not _is_torch_composite(child):
             yield from _own_modules(child, f"{prefix}{name}.")
@@ -406,11 +411,15 @@ def _activations_in_graph(model: nn.Module, graph: fx.Graph) -> _Activations:
     )
     found = [(i, node) for i, node in enumerate(nodes) if _saturating_label(model, node)]
     hidden = [node for i, node in found if i < last_layer]
-    modules = [model.get_submodule(str(n.target)) for n in hidden if n.op == "call_module"]
-    replaced = {str(node.target) for node in hidden}
-    kept = [node for i, node in found if i > last_layer and str(node.target) not in replaced]
+    replaced = {str(node.target) for node in hidden if node.op == "call_module"}
+    # A module also called before the last layer is swapped, so it is not "kept".
+    kept = [
+        node
+        for i, node in found
+        if i > last_layer and not (node.op == "call_module" and node.target in replaced)
+    ]
     return _Activations(
-        _slots_of(model, modules),
+        _slots_of(model, [model.get_submodule(name) for name in replaced]),
         tuple(node for node in hidden if node.op != "call_module"),
         tuple(str(_saturating_label(model, node)) for node in kept),
     )
@@ -428,7 +437,7 @@ def _sequential_tail(module: nn.Module, prefix: str = "") -> Iterator[str]:
     """Slots after the last parameter layer of a Sequential, following nested Sequentials."""
     if not isinstance(module, nn.Sequential):
         return
-    for name, child in reversed(list(module.named_children())):
+    for name, child in reversed(_slots(module)):
         if _has_params(child):
             yield from _sequential_tail(child, f"{prefix}{name}.")
             return
