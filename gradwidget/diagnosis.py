@@ -287,16 +287,17 @@ def _saturation(history: History, t: Thresholds) -> Finding | None:
 def _non_finite(history: History, t: Thresholds) -> Finding | None:
     counts, loss = history.series("nonfinite"), history.series("loss")
     # hi keeps a bucket's largest count, so one bad step survives any amount of compaction.
-    bad_rows, bad_layers = (counts.hi > 0).any(axis=1), (counts.hi > 0).any(axis=0)
+    worst_counts = np.nan_to_num(counts.hi)  # NaN: a layer without gradient, nothing counted
+    bad_rows, bad_layers = (worst_counts > 0).any(axis=1), (worst_counts > 0).any(axis=0)
     # NaN can hide in a merged bucket (fmax ignores it), but an Inf or a NaN "last" cannot.
     bad_loss = ~(np.isfinite(loss.last) & np.isfinite(loss.lo) & np.isfinite(loss.hi)).all(1)
     steps = np.concatenate([counts.steps[bad_rows], loss.steps[bad_loss]])
     if steps.size == 0:
         return None
-    worst = float(np.nanmax(counts.hi)) if bad_layers.any() else 0.0
+    worst = float(worst_counts.max(initial=0.0))
     where = ["the loss"] if bad_loss.any() else []
     if worst:
-        per_layer = np.nanmax(counts.hi, axis=0)
+        per_layer = worst_counts.max(axis=0)
         where.insert(0, f"the gradients of {_listing(history, bad_layers, per_layer, '.0f')}")
     message = (
         f"NaN/Inf values appeared by step {steps.min()} in {' and '.join(where)}. This is "

@@ -200,8 +200,11 @@ def test_a_single_non_finite_loss_anywhere_is_reported(bad: float) -> None:
 
 def test_a_single_non_finite_gradient_survives_compaction() -> None:
     counts = np.zeros((500, 3))
-    counts[37] = (0, 5, 0)
-    finding = only(history_with(capacity=8, nonfinite=counts), "non_finite")
+    counts[:, 0] = math.nan  # a layer without gradient counts nothing
+    counts[37] = (math.nan, 5, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        finding = only(history_with(capacity=8, nonfinite=counts), "non_finite")
     assert finding.layers == ("hidden",)
     assert finding.evidence["nonfinite_entries"] == 5
     assert "hidden" in finding.message
