@@ -88,7 +88,7 @@ class GradChart:
         )
         axes = [
             bq.Axis(scale=self.x_scale, label="step"),
-            bq.Axis(scale=self.y_scale, orientation="vertical", tick_format=".0e", label="‖g‖"),
+            bq.Axis(scale=self.y_scale, side="left", tick_format=".0e", label="‖g‖"),
         ]
         self.figure = figure([self.lines], axes, "gw-grad-chart", title, height)
 
@@ -140,7 +140,7 @@ class FlowChart:
         self.flagged.colors = [_FLAGGED]
         axes = [
             bq.Axis(scale=x_scale, label="layer (input → output)"),
-            bq.Axis(scale=self.y_scale, orientation="vertical", tick_format=".0e", label="‖g‖"),
+            bq.Axis(scale=self.y_scale, side="left", tick_format=".0e", label="‖g‖"),
         ]
         marks = [self.range, self.profile, self.flagged]
         self.figure = figure(marks, axes, "gw-flow-chart", "Gradient flow (latest step)")
@@ -177,7 +177,7 @@ class HeatChart:
         )
         axes = [
             bq.Axis(scale=column_scale, label="step"),
-            bq.Axis(scale=row_scale, orientation="vertical"),
+            bq.Axis(scale=row_scale, side="left"),
             bq.ColorAxis(scale=color_scale, label="log10 ‖g‖", side="right"),
         ]
         self.figure = figure([self.map], axes, "gw-heatmap", "log10 gradient norm")

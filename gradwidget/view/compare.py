@@ -65,7 +65,7 @@ class CompareView(w.VBox):
         self.loss_scales = {"x": bq.LinearScale(), "y": bq.LinearScale()}
         axes = [
             bq.Axis(scale=self.loss_scales["x"], label="step"),
-            bq.Axis(scale=self.loss_scales["y"], orientation="vertical", label="loss"),
+            bq.Axis(scale=self.loss_scales["y"], side="left", label="loss"),
         ]
         self.loss_figure = figure([], axes, "gw-compare-loss", "Loss of each run")
         self.grid = w.HBox(layout=w.Layout(flex_flow="row wrap", width="100%"))

@@ -28,8 +28,8 @@ class LossChart:
         }
         axes = [
             bq.Axis(scale=x_scale, label="step"),
-            bq.Axis(scale=self.loss_scale, orientation="vertical", label="loss"),
-            bq.Axis(scale=acc_scale, orientation="vertical", side="right", label="accuracy"),
+            bq.Axis(scale=self.loss_scale, side="left", label="loss"),
+            bq.Axis(scale=acc_scale, side="right", label="accuracy"),
         ]
         self.figure = figure(list(self.lines.values()), axes, "gw-loss-chart", "Loss")
 
@@ -72,7 +72,7 @@ class ActivityChart:
         )
         axes = [
             bq.Axis(scale=x_scale, label="layer"),
-            bq.Axis(scale=y_scale, orientation="vertical", tick_format=".0%"),
+            bq.Axis(scale=y_scale, side="left", tick_format=".0%"),
         ]
         self.figure = figure([self.bars], axes, "gw-act-chart", "Dead / saturated units")
 

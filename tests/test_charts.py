@@ -1,0 +1,263 @@
+"""Chart builders and updaters, fed with hand-filled histories; numpy is the oracle."""
+
+from __future__ import annotations
+
+import math
+
+import bqplot as bq
+import numpy as np
+import pytest
+
+from gradwidget import Finding, History, Severity
+from gradwidget.view._data import (
+    FLOOR,
+    decimate_minmax,
+    depth_colors,
+    heat_matrix,
+    log_domain,
+    positive,
+)
+from gradwidget.view._table import default_threshold, summarize, to_html
+from gradwidget.view._widgets import close_tree
+from gradwidget.view.charts import FlowChart, GradChart, HeatChart
+from gradwidget.view.compare import CompareView
+from gradwidget.view.findings import HEALTHY, DiagnosisBox
+from gradwidget.view.metrics import ActivityChart, LossChart
+
+LAYERS = ("0", "2", "4")
+
+
+def filled(steps: int = 300, capacity: int = 64, seed: int = 0) -> History:
+    """A history with every series the charts read, from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    history = History(LAYERS, capacity)
+    for step in range(steps):
+        history.append("grad_norm", step, rng.lognormal(-3, 1, 3))
+        history.append("loss", step, 2.0 / (1 + step) + rng.random() * 0.01)
+        if step % 10 == 0:
+            history.append("dead_frac", step, [0.1, np.nan, rng.random()])
+            history.append("saturated_frac", step, [rng.random(), 0.2, 0.3])
+            history.append("accuracy", step, rng.random())
+    return history
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+
+
+def luminance(hex_colour: str) -> float:
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 30])
+def test_depth_colours_are_sequential_from_dark_input_to_light_output(n: int) -> None:
+    colours = depth_colors(n)
+    assert len(colours) == n
+    assert all(len(c) == 7 and c.startswith("#") for c in colours)
+    lum = [luminance(c) for c in colours]
+    assert np.all(np.diff(lum) > 0)
+
+
+def test_positive_puts_nan_zero_negative_and_inf_on_the_floor() -> None:
+    raw = np.array([np.nan, 0.0, -1.0, np.inf, 1e-20, 0.5, 3.0])
+    out = positive(raw)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out[:5], np.float32(FLOOR))
+    np.testing.assert_array_equal(out[5:], np.float32([0.5, 3.0]))
+
+
+def test_decimation_bounds_points_and_keeps_every_extreme() -> None:
+    rng = np.random.default_rng(1)
+    steps = np.arange(5000)
+    values = rng.random((5000, 4)).astype(np.float32)
+    values[1234, 2] = 1e6  # a one-step spike
+    values[4321, 0] = -5.0  # a one-step dip
+    x, y = decimate_minmax(steps, values, values, max_points=200)
+    assert len(x) <= 200 and y.shape == (4, len(x))
+    assert np.all(np.diff(x) >= 0)
+    np.testing.assert_array_equal(y.max(axis=1), values.max(axis=0))
+    np.testing.assert_array_equal(y.min(axis=1), values.min(axis=0))
+    assert x[np.argmax(y[2])] in (1234 // 50 * 50, 1234 // 50 * 50 + 49)
+
+
+def test_decimation_of_few_points_keeps_them_all_in_order() -> None:
+    steps = np.array([0, 3, 7])
+    values = np.array([[1.0], [5.0], [2.0]], np.float32)
+    x, y = decimate_minmax(steps, values, values, max_points=100)
+    np.testing.assert_array_equal(np.unique(x), steps)
+    np.testing.assert_array_equal(y[0][::2], values[:, 0])
+
+
+def test_decimation_uses_bucket_lo_and_hi_and_leaves_empty_groups_nan() -> None:
+    steps = np.arange(4)
+    lo = np.array([[1.0, np.nan], [0.5, np.nan], [2.0, 1.0], [3.0, 1.0]], np.float32)
+    hi = lo + 10
+    x, y = decimate_minmax(steps, lo, hi, max_points=4)  # two groups of two buckets
+    np.testing.assert_array_equal(x, [0, 1, 2, 3])
+    # group 1: its max (11, step 0) came before its min (0.5, step 1); group 2: the other way
+    np.testing.assert_array_equal(y[0], [11.0, 0.5, 2.0, 13.0])
+    assert np.isnan(y[1, :2]).all() and not np.isinf(y).any()
+
+
+def test_heat_matrix_is_the_mean_log10_over_each_column() -> None:
+    rng = np.random.default_rng(2)
+    steps = np.arange(1000)
+    values = rng.lognormal(0, 2, (1000, 3))
+    columns, color = heat_matrix(steps, values, max_columns=200)
+    assert color.shape == (3, 200) and len(columns) == 200
+    expected = np.log10(values).reshape(200, 5, 3).mean(axis=1).T
+    np.testing.assert_allclose(color, expected, atol=1e-5)
+    np.testing.assert_array_equal(columns, steps[::5])
+
+
+def test_log_domain_is_never_zero_width() -> None:
+    assert log_domain(np.full(5, 0.1, np.float32)) == pytest.approx((0.01, 1.0))
+    assert log_domain(np.zeros(0)) == (FLOOR, 1.0)
+    low, high = log_domain(np.array([1e-3, np.nan, 4.0]), np.array([0.0, 50.0]))
+    assert (low, high) == pytest.approx((1e-3, 50.0))
+
+
+# -- charts ------------------------------------------------------------------------------------
+
+
+def test_grad_chart_draws_one_line_per_layer_with_every_extreme() -> None:
+    history = filled()
+    chart = GradChart(history.layers, max_points=100)
+    chart.update(history)
+    s = history.series("grad_norm")
+    assert chart.lines.labels == list(LAYERS) and len(chart.lines.colors) == 3
+    assert chart.lines.y.shape[0] == 3 and chart.lines.y.dtype == np.float32
+    assert chart.lines.x.shape[0] <= 100
+    np.testing.assert_array_equal(chart.lines.y.max(axis=1), s.hi.max(axis=0))
+    np.testing.assert_array_equal(chart.lines.y.min(axis=1), s.lo.min(axis=0))
+    assert chart.lines.x[-1] == s.steps[-1]
+    assert chart.y_scale.min <= s.lo.min() and chart.y_scale.max >= s.hi.max()
+
+
+def test_grad_chart_waits_for_two_points_and_floors_missing_gradients() -> None:
+    history = History(LAYERS, 8)
+    chart = GradChart(LAYERS)
+    history.append("grad_norm", 0, [1.0, 2.0, 3.0])
+    chart.update(history)
+    assert chart.lines.x.size == 0
+    history.append("grad_norm", 1, [np.nan, 0.0, 3.0])
+    chart.update(history)
+    assert chart.lines.y[0].min() == np.float32(FLOOR) and chart.lines.y[1].min() == np.float32(
+        FLOOR
+    )
+
+
+def test_flow_chart_shows_the_latest_norms_the_band_and_flagged_layers() -> None:
+    history = filled()
+    chart = FlowChart(LAYERS, band=(1e-3, 70.0))
+    chart.update(history, flagged=["2"])
+    latest = history.grad_norm[-1]
+    np.testing.assert_array_equal(chart.profile.y, latest)
+    np.testing.assert_allclose(chart.range.y[0], np.full(3, 1e-3 * latest[-1]), rtol=1e-6)
+    np.testing.assert_allclose(chart.range.y[1], np.full(3, 70 * latest[-1]), rtol=1e-6)
+    assert list(chart.flagged.x) == ["2"] and chart.flagged.y[0] == latest[1]
+
+
+def test_heat_chart_redraws_at_most_once_per_interval_unless_forced() -> None:
+    history = filled(steps=900, capacity=1024)
+    chart = HeatChart(LAYERS, max_columns=200, min_interval=60.0)
+    assert chart.update(history)
+    assert chart.map.color.shape == (3, 180)  # ceil(900 / 200) = 5 steps per column
+    history.append("grad_norm", 900, [1.0, 1.0, 1.0])
+    assert not chart.update(history)
+    assert chart.update(history, force=True)
+    _, expected = heat_matrix(history.steps, history.grad_norm, 200)
+    np.testing.assert_array_equal(chart.map.color, expected)
+    assert len(chart.map.column) == expected.shape[1]
+
+
+def test_loss_chart_draws_loss_and_accuracy_when_recorded() -> None:
+    history = filled()
+    chart = LossChart(max_points=100)
+    chart.update(history)
+    loss = history.series("loss")
+    assert chart.lines["loss"].y.max() == loss.hi.max()
+    assert chart.lines["loss"].y.min() == loss.lo.min()
+    np.testing.assert_array_equal(np.unique(chart.lines["accuracy"].y), np.unique(history.accuracy))
+    assert chart.lines["test_accuracy"].y.size == 0  # never recorded: nothing drawn
+    assert chart.loss_scale.min == pytest.approx(float(loss.lo.min()))
+
+
+def test_activity_chart_shows_the_latest_dead_and_saturated_fractions() -> None:
+    history = filled()
+    chart = ActivityChart(LAYERS)
+    chart.update(history)
+    dead, saturated = history.dead_frac[-1], history.saturated_frac[-1]
+    np.testing.assert_array_equal(chart.bars.y[0], np.nan_to_num(dead))
+    np.testing.assert_array_equal(chart.bars.y[1], saturated)
+
+
+# -- diagnosis box, comparison, table ----------------------------------------------------------
+
+
+def test_diagnosis_box_says_healthy_or_lists_findings_with_numbers() -> None:
+    box = DiagnosisBox({"relu": "ReLU"})
+    box.show([])
+    assert HEALTHY in box.value
+    finding = Finding(
+        kind="vanishing",
+        severity=Severity.CRITICAL,
+        layers=("0", "2"),
+        evidence={"ratio": 1.5e-5},
+        message="Gradients shrink 60000x from output to input.",
+        remedies=("relu",),
+    )
+    box.show([finding])
+    for text in (finding.title, finding.message, "<code>0</code>", "1.5e-05", "ReLU"):
+        assert text in box.value
+
+
+def test_summary_row_matches_numpy_on_the_history() -> None:
+    history = filled()
+    threshold = default_threshold(history)
+    assert threshold == pytest.approx(0.5 * history.loss[0])
+    row = summarize("baseline", ("relu",), history, wall_time=1.5, threshold=threshold)
+    loss = history.series("loss")
+    assert row.final_loss == pytest.approx(float(loss.last[-1, 0]))
+    assert row.accuracy == pytest.approx(float(history.accuracy[-1]))
+    g = history.grad_norm[-10:]
+    assert row.grad_ratio == pytest.approx(float(np.median(g[:, 0] / g[:, -1])), rel=1e-5)
+    assert row.steps_to_threshold == int(loss.steps[np.argmax(loss.lo[:, 0] <= threshold)])
+    assert row.remedies == "relu" and row.wall_time_s == 1.5
+    never = summarize("b", (), history, 0.0, threshold=-1.0)
+    assert never.steps_to_threshold is None
+    assert "<td>baseline</td>" in to_html([row, never])
+
+
+def test_summary_of_an_empty_history_is_nan_not_an_error() -> None:
+    row = summarize("x", (), History(()), 0.0, threshold=math.nan)
+    assert math.isnan(row.final_loss) and math.isnan(row.grad_ratio)
+    assert math.isnan(row.accuracy) and row.steps_to_threshold is None
+
+
+def test_compare_view_shares_scales_and_removes_runs() -> None:
+    removed: list[str] = []
+    view = CompareView(removed.append)
+    low, high = filled(seed=1), filled(seed=2)
+    for step in range(300):  # a second run whose gradients are 1000x smaller
+        high.append("grad_norm", 300 + step, np.full(3, 1e-6))
+    view.update({"a": low, "b": high}, [])
+    a, b = view.cells["a"].chart, view.cells["b"].chart
+    assert a.x_scale is b.x_scale and a.y_scale is b.y_scale
+    both = np.concatenate([a.lines.y.ravel(), b.lines.y.ravel()])
+    assert view.scales[1].min == pytest.approx(float(both.min()))
+    assert view.scales[1].max == pytest.approx(float(both.max()))
+    assert len(view.loss_figure.marks) == 2
+    view.cells["b"].remove_button.click()
+    assert removed == ["b"]
+    view.update({"a": low}, [])
+    assert list(view.cells) == ["a"] and len(view.loss_figure.marks) == 1
+    assert len(view.grid.children) == 1
+
+
+def test_close_tree_closes_figures_marks_and_scales() -> None:
+    chart = GradChart(LAYERS)
+    close_tree(chart.figure)
+    for widget in (chart.figure, chart.lines, chart.x_scale, chart.y_scale):
+        assert widget.comm is None
+    assert isinstance(chart.y_scale, bq.LogScale)
