@@ -284,15 +284,17 @@ def test_relu_inplace_method_stays_inplace() -> None:
     class InPlace(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+            self.a, self.b, self.c = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.a(x)
-            h.tanh_()  # only the side effect is used
-            return self.b(h)
+            h.tanh_()  # only the side effects are used
+            g = self.b(h)
+            torch.sigmoid_(g)
+            return self.c(g)
 
     model, x = InPlace(), torch.randn(5, 6)
-    expected = model.b(torch.relu(model.a(x)))
+    expected = model.c(torch.relu(model.b(torch.relu(model.a(x)))))
     torch.testing.assert_close(remedies.use_relu(model)(x), expected, rtol=0, atol=0)
 
 
