@@ -40,8 +40,9 @@ class Thresholds:
         Saturation: at least ``0.5`` of a sigmoid/tanh layer's outputs sit in the flat tails,
         i.e. half the layer passes almost no gradient (our choice).
     plateau_window : int
-        Loss points the plateau rule looks back over (default 100; a loss needs a longer view
-        than a gradient norm to tell slow progress from none).
+        Loss points the plateau rule looks back over (default 40: twice ``window``, since a
+        loss needs a longer view than a gradient norm to tell slow progress from none, yet few
+        enough for a sampled run; 600 steps at ``grad_every=12`` leave about 50 points).
     plateau_improvement, plateau_level : float
         Plateau: the loss improved by less than ``0.01`` (1 %) over ``plateau_window`` while
         still above ``0.5`` times its starting value (our choice: a run that has already halved
@@ -55,7 +56,7 @@ class Thresholds:
     exploding_ratio: float = 70.0
     dead_fraction: float = 0.7
     saturated_fraction: float = 0.5
-    plateau_window: int = 100
+    plateau_window: int = 40
     plateau_improvement: float = 0.01
     plateau_level: float = 0.5
 
