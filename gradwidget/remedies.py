@@ -352,9 +352,14 @@ def _needs_trace(model: nn.Module) -> bool:
 
 def _trace(model: nn.Module) -> tuple[fx.Graph | None, str | None]:
     try:
-        return _ThreadLocalTracer().trace(model), None
+        graph = _ThreadLocalTracer().trace(model)
     except Exception as error:  # any failure means: forward cannot be read symbolically
         return None, str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    for node in graph.nodes:
+        # String annotations (from __future__ import annotations) would end up as str
+        # globals of the generated code, which fx then fails to pickle.
+        node.type = None
+    return graph, None
 
 
 def _functional_label(node: fx.Node) -> str | None:

@@ -278,6 +278,8 @@ def test_relu_functional_calls_via_fx_match_a_hand_written_twin() -> None:
     twin.load_state_dict(model.state_dict())
     torch.testing.assert_close(remedied(x), twin(x), rtol=0, atol=0)
     assert not torch.allclose(remedied(x), model(x))
+    restored = pickle.loads(pickle.dumps(remedied))  # runs can be saved and handed around
+    torch.testing.assert_close(restored(x), twin(x), rtol=0, atol=0)
 
 
 def test_relu_inplace_method_stays_inplace() -> None:
