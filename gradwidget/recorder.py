@@ -122,11 +122,12 @@ def _activation_stats(
 
 
 def _norms(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """L2 norm of each tensor, fused, as float64 on ``device``."""
+    """L2 norm of each tensor, fused, stacked on ``device``."""
     norms = torch._foreach_norm(tensors)
-    if len({(n.dtype, n.device) for n in norms}) == 1:
-        return torch.stack(norms).to(device, torch.float64)
-    return torch.stack([n.to(device, torch.float64) for n in norms])  # mixed dtypes/devices
+    try:
+        return torch.stack(norms)
+    except RuntimeError:  # parameters of several dtypes or devices
+        return torch.stack([n.to(device, torch.float32) for n in norms])
 
 
 class Recorder:
@@ -184,7 +185,6 @@ class Recorder:
         self._before_update: list[torch.Tensor] | None = None  # weights at the sampled step
         self._closed = False
         self._cost = _CostMeter()
-        self._index_cache: dict[tuple[int, ...], torch.Tensor] = {}
         self._arm()  # step 0 is always sampled: it also tells the execution order
 
     # -- public -------------------------------------------------------------------------------
@@ -260,98 +260,78 @@ class Recorder:
     # -- one captured step --------------------------------------------------------------------
 
     def _flush(self, step: int, grads_due: bool, acts_due: bool, loss: Any) -> None:
-        """Compute what is due on the device, copy it to the host once, append to history."""
+        """Compute what is due on the device, copy it to the host once, append to history.
+
+        Per-parameter norms cross to the host (a few hundred floats at most) and are combined
+        per layer there: a segment sum in numpy costs microseconds, a chain of small torch ops
+        on CPU costs tens of them.
+        """
         parts: dict[str, torch.Tensor] = {}
-        device = self._layers[0].params[0].device
+        device = self._param_list[0].device
+        present: list[int] = []
         if grads_due:
-            parts["loss"] = _loss_value(loss, device)
-            parts["grad_norm"] = self._grad_norms(device)
+            parts["loss"] = _loss_value(loss)
+            present = [i for i, p in enumerate(self._param_list) if p.grad is not None]
+            if present:
+                parts["grad_norm"] = _norms([self._param_list[i].grad for i in present], device)
         if self._before_update is not None:
-            parts.update(self._update_ratios(device))
+            parts.update(self._update_norms(device))
         if acts_due:
             parts.update(self._activation_rows(device))
-            self._before_update = [p.detach().clone() for p in self._params()]
-        if not parts:
-            return
-        host = torch.cat([t.reshape(-1) for t in parts.values()]).cpu().numpy()
-        self._append(step, parts, host)
+            self._before_update = [p.detach().clone() for p in self._param_list]
+        if parts:
+            host = torch.cat([t.reshape(-1).to(device, torch.float32) for t in parts.values()])
+            self._append(step, _unflatten(parts, host.cpu().numpy()), present)
 
-    def _append(self, step: int, parts: dict[str, torch.Tensor], host: Any) -> None:
-        offset = 0
-        for name, tensor in parts.items():
-            values = host[offset : offset + tensor.numel()]
-            offset += tensor.numel()
-            # The update ratio belongs to the sampled step before the optimizer moved the weights.
-            at = step - 1 if name in ("weight_norm", "update_ratio") else step
-            self._history.append(name, at, values)
-        if "grad_norm" in parts:
-            self._history.append("nonfinite", step, self._count_nonfinite(host, parts))
+    def _append(self, step: int, values: dict[str, np.ndarray], present: list[int]) -> None:
+        if "loss" in values:
+            norms = self._per_layer(values.pop("grad_norm", np.zeros(0)), present)
+            self._history.append("loss", step, values.pop("loss"))
+            self._history.append("grad_norm", step, norms)
+            self._history.append("nonfinite", step, self._count_nonfinite(norms))
+        if "update_norm" in values:
+            everything = list(range(len(self._param_list)))
+            weight = self._per_layer(values.pop("weight_norm"), everything)
+            moved = self._per_layer(values.pop("update_norm"), everything)
+            # The update belongs to the sampled step, before the optimizer moved the weights.
+            self._history.append("weight_norm", step - 1, weight)
+            self._history.append("update_ratio", step - 1, moved / weight)
+        for name, row in values.items():  # activation statistics
+            self._history.append(name, step, row)
 
-    def _grad_norms(self, device: torch.device) -> torch.Tensor:
-        params = self._params()
-        present = [i for i, p in enumerate(params) if p.grad is not None]
-        grads = [params[i].grad for i in present]
-        if not grads:
-            return torch.full((len(self._layers),), math.nan, device=device, dtype=torch.float64)
-        return self._per_layer(_norms(grads, device), tuple(present), device)
+    def _per_layer(self, norms: np.ndarray, present: list[int]) -> np.ndarray:
+        """Per-layer L2 norm from per-parameter ones: sqrt of the sum of squares (NaN: none)."""
+        owner = self._owner[present]
+        squares = np.bincount(owner, np.square(norms, dtype=np.float64), len(self._layers))
+        has_grad = np.bincount(owner, minlength=len(self._layers)) > 0
+        return np.where(has_grad, np.sqrt(squares), np.nan)
 
-    def _per_layer(
-        self, norms: torch.Tensor, present: tuple[int, ...], device: torch.device
-    ) -> torch.Tensor:
-        """Combine per-parameter norms into per-layer norms: sqrt of the sum of squares."""
-        segment, has_grad = self._segment(present, device)
-        squares = torch.zeros(len(self._layers), dtype=torch.float64, device=device)
-        squares.index_add_(0, segment, norms.square())
-        return torch.where(has_grad, squares.sqrt(), math.nan)
-
-    def _segment(
-        self, present: tuple[int, ...], device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Owner layer of each present parameter, and which layers have any gradient."""
-        if present not in self._index_cache:
-            owner = [i for i, layer in enumerate(self._layers) for _ in layer.params]
-            segment = torch.tensor([owner[i] for i in present], device=device)
-            has_grad = torch.zeros(len(self._layers), dtype=torch.bool, device=device)
-            has_grad[segment] = True
-            self._index_cache[present] = (segment, has_grad)
-        return self._index_cache[present]
-
-    def _update_ratios(self, device: torch.device) -> dict[str, torch.Tensor]:
+    def _update_norms(self, device: torch.device) -> dict[str, torch.Tensor]:
         before, self._before_update = self._before_update, None
-        after = [p.detach() for p in self._params()]
-        all_params = tuple(range(len(after)))
-        moved = self._per_layer(
-            _norms(torch._foreach_sub(after, before), device), all_params, device
-        )
-        weight = self._per_layer(_norms(before, device), all_params, device)
-        return {"weight_norm": weight, "update_ratio": moved / weight}
+        after = [p.detach() for p in self._param_list]
+        return {
+            "weight_norm": _norms(before, device),
+            "update_norm": _norms(torch._foreach_sub(after, before), device),
+        }
 
     def _activation_rows(self, device: torch.device) -> dict[str, torch.Tensor]:
         nan = torch.full((4,), math.nan, dtype=torch.float64, device=device)
         rows = torch.stack([self._acts.get(layer.name, nan).to(device) for layer in self._layers])
+        # one part per statistic, each with a value per layer
         self._acts.clear()
         return dict(zip(_ACT_FIELDS, rows.T, strict=True))
 
-    def _count_nonfinite(self, host: Any, parts: dict[str, torch.Tensor]) -> list[float]:
+    def _count_nonfinite(self, norms: np.ndarray) -> np.ndarray:
         """NaN/Inf gradient entries per layer; only counted when a norm says there are some.
 
         A NaN norm also means "this layer got no gradient": counting over the gradients that
         exist tells the two apart.
         """
-        start = parts["loss"].numel()
-        norms = host[start : start + len(self._layers)]
-        counts = [0.0] * len(self._layers)
-        if np.isfinite(norms).all():
-            return counts
-        for i, (layer, norm) in enumerate(zip(self._layers, norms, strict=True)):
-            if math.isfinite(norm):
-                continue
-            grads = [p.grad for p in layer.params if p.grad is not None]
-            counts[i] = float(sum(int((~torch.isfinite(g)).sum()) for g in grads))
+        counts = np.zeros(len(self._layers))
+        for i in np.flatnonzero(~np.isfinite(norms)):
+            grads = [p.grad for p in self._layers[i].params if p.grad is not None]
+            counts[i] = sum(int((~torch.isfinite(g)).sum()) for g in grads)
         return counts
-
-    def _params(self) -> list[nn.Parameter]:
-        return self._param_list
 
     # -- sampling and its cost ----------------------------------------------------------------
 
@@ -418,16 +398,24 @@ class Recorder:
         self._layers = sorted(self._all_layers, key=lambda layer: rank.get(layer.name, big))
         self._ordered = True
         self._param_list = [p for layer in self._layers for p in layer.params]
+        self._owner = np.array([i for i, layer in enumerate(self._layers) for _ in layer.params])
         if self.layer_names != self._history.layers:
             self._history = History(self.layer_names, self._capacity)
 
 
-def _loss_value(loss: Any, device: torch.device) -> torch.Tensor:
-    if loss is None:
-        return torch.full((1,), math.nan, dtype=torch.float64, device=device)
+def _loss_value(loss: Any) -> torch.Tensor:
     if isinstance(loss, torch.Tensor):
-        return loss.detach().to(device, torch.float64).mean().reshape(1)
-    return torch.tensor([float(loss)], dtype=torch.float64, device=device)
+        return loss.detach().reshape(-1)[:1] if loss.numel() == 1 else loss.detach().mean()
+    return torch.tensor([math.nan if loss is None else float(loss)])
+
+
+def _unflatten(parts: dict[str, torch.Tensor], flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Cut the one host copy back into the named parts it was made of."""
+    values, start = {}, 0
+    for name, tensor in parts.items():
+        values[name] = flat[start : start + tensor.numel()]
+        start += tensor.numel()
+    return values
 
 
 class _CostMeter:
