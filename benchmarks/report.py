@@ -125,8 +125,28 @@ def _cuda(rows: list[dict[str, Any]] | None) -> str:
     return "\n".join(out) + "\n"
 
 
-def _profiles(profiles: dict[str, str]) -> str:
-    out = [f"## Profile: {name}\n\n```\n{text}\n```\n" for name, text in profiles.items()]
+def _profiles(profiles: dict[str, dict[str, Any]]) -> str:
+    return "\n".join(_profile(name, p) for name, p in profiles.items())
+
+
+def _profile(name: str, profile: dict[str, Any]) -> str:
+    if "error" in profile:
+        return f"## Profile: {name}\n\nNot measured: {profile['error']}\n"
+    phases = profile["by_phase"]
+    out = [
+        f"## Profile: {name}\n",
+        f"Step time by phase (`step % act_every`), median ms; grad_every settled at "
+        f"{phases['grad_every']}; recorded/plain over all steps: {phases['ratio_of_sums']:.3f}.\n",
+        "| phase | plain | recorded | inside capture |",
+        "|---|---|---|---|",
+    ]
+    out += [
+        f"| {p['phase']} | {p['plain_ms']:.2f} | {p['recorded_ms']:.2f} | {p['capture_ms']:.3f} |"
+        for p in phases["phases"]
+    ]
+    out.append(
+        f"\ncProfile, gradwidget functions by cumulative time:\n\n```\n{profile['cprofile']}\n```\n"
+    )
     return "\n".join(out)
 
 

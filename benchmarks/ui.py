@@ -53,22 +53,20 @@ class CommTap:
         from comm import DummyComm
 
         tap = self
+        # The widget's state rides on the comm's opening message: take its model name there.
+        model_name = kwargs.get("data", {}).get("state", {}).get("_model_name", "?")
 
         class CountingComm(DummyComm):
             def publish_msg(self, msg_type: str, data: Any = None, *args: Any, **kw: Any) -> None:
                 if msg_type == "comm_msg" and data and data.get("method") == "update":
-                    tap._record(self.comm_id, data, kw.get("buffers"))
+                    tap._record(model_name, data, kw.get("buffers"))
 
         return CountingComm(**kwargs)
 
-    def _record(self, comm_id: str, data: dict, buffers: Any) -> None:
-        from ipywidgets import Widget
-
-        widget = Widget.widgets.get(comm_id)
-        name = getattr(widget, "_model_name", "?")
+    def _record(self, model_name: str, data: dict, buffers: Any) -> None:
         size = len(json.dumps(data.get("state", {}), default=str))
         size += sum(memoryview(b).nbytes for b in buffers or ())
-        self.messages.append(Message(time.perf_counter(), name, size))
+        self.messages.append(Message(time.perf_counter(), model_name, size))
 
     def since(self, start: float) -> list[Message]:
         return [m for m in list(self.messages) if m.at >= start]
