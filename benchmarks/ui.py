@@ -29,11 +29,16 @@ _BURST_GAP_S = 0.02  # messages closer than this belong to one refresh
 class Message:
     at: float
     model_name: str
-    nbytes: int
+    nbytes: int  # JSON state plus binary buffers
+    buffer_bytes: int  # the arrays alone: zero for a mark without data
 
 
 class CommTap:
-    """Give widgets created meanwhile a comm that records what they send."""
+    """Give widgets created meanwhile a comm that records what they send.
+
+    Both the opening message (a new widget's full state) and later updates count: each is
+    traffic to the browser, and a chart may first appear with its data already in it.
+    """
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
@@ -58,15 +63,16 @@ class CommTap:
 
         class CountingComm(DummyComm):
             def publish_msg(self, msg_type: str, data: Any = None, *args: Any, **kw: Any) -> None:
-                if msg_type == "comm_msg" and data and data.get("method") == "update":
-                    tap._record(model_name, data, kw.get("buffers"))
+                opening = msg_type == "comm_open"
+                if opening or (msg_type == "comm_msg" and data and data.get("method") == "update"):
+                    tap._record(model_name, data or {}, kw.get("buffers"))
 
         return CountingComm(**kwargs)
 
     def _record(self, model_name: str, data: dict, buffers: Any) -> None:
-        size = len(json.dumps(data.get("state", {}), default=str))
-        size += sum(memoryview(b).nbytes for b in buffers or ())
-        self.messages.append(Message(time.perf_counter(), model_name, size))
+        arrays = sum(memoryview(b).nbytes for b in buffers or ())
+        size = len(json.dumps(data.get("state", {}), default=str)) + arrays
+        self.messages.append(Message(time.perf_counter(), model_name, size, arrays))
 
     def since(self, start: float) -> list[Message]:
         return [m for m in list(self.messages) if m.at >= start]
@@ -186,7 +192,7 @@ def first_chart_s(workload: Workload, repeats: int, timeout: float = 30.0) -> di
 
 def _wait_for_mark(tap: CommTap, start: float, timeout: float) -> float:
     while time.perf_counter() - start < timeout:
-        marks = [m for m in tap.since(start) if m.model_name in _MARKS]
+        marks = [m for m in tap.since(start) if m.model_name in _MARKS and m.buffer_bytes]
         if marks:
             return marks[0].at - start
         time.sleep(0.002)

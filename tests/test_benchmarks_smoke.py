@@ -131,7 +131,7 @@ def test_amortized_ratio_charges_one_sampled_step_per_interval() -> None:
     assert not every.amortized and every.ratios[0] == pytest.approx(1.1)
 
 
-def test_comm_tap_counts_widget_updates() -> None:
+def test_comm_tap_counts_widget_openings_and_updates() -> None:
     import comm
     import ipywidgets
 
@@ -141,6 +141,19 @@ def test_comm_tap_counts_widget_updates() -> None:
         slider.value = 3
         slider.value = 4
     assert comm.create_comm is original
-    assert [m.model_name for m in tap.messages] == ["IntSliderModel"] * 2
-    assert all(m.nbytes > 0 for m in tap.messages)
+    mine = [m for m in tap.messages if m.model_name == "IntSliderModel"]
+    assert len(mine) == 3  # opening, two updates (its layout and style are widgets of their own)
+    assert all(m.nbytes > 0 and m.buffer_bytes == 0 for m in mine)
     slider.close()
+
+
+def test_comm_tap_measures_array_buffers() -> None:
+    import bqplot
+    import numpy as np
+
+    y = np.arange(100, dtype=np.float32)
+    with CommTap().installed() as tap:
+        line = bqplot.Lines(x=y, y=y, scales={"x": bqplot.LinearScale(), "y": bqplot.LinearScale()})
+        line.y = y[:50]
+    sent = [m for m in tap.messages if m.model_name == "LinesModel"]
+    assert [m.buffer_bytes for m in sent] == [2 * y.nbytes, y[:50].nbytes]
