@@ -22,4 +22,4 @@ def close_tree(root: Widget) -> None:
         elif isinstance(item, Widget) and id(item) not in seen:
             seen.add(id(item))
             stack.extend(getattr(item, key, None) for key in item.keys)
-            item.close()
+            Widget.close(item)  # not an override such as GradPanel.close, which calls us

@@ -161,7 +161,10 @@ class FlowChart:
 
 
 class HeatChart:
-    """Layer x step heat map of log10 gradient norm, redrawn at most every ``min_interval`` s."""
+    """Layer x step heat map of log10 gradient norm, redrawn at most every ``min_interval`` s.
+
+    Needs two layers and two steps (a one-layer model has no flow to map).
+    """
 
     def __init__(self, layers: Sequence[str], max_columns: int = 200, min_interval: float = 1.0):
         self.max_columns, self.min_interval = max_columns, min_interval
@@ -186,7 +189,9 @@ class HeatChart:
         """Redraw unless the last redraw is too recent (``force`` skips the wait); True if drawn."""
         now = time.monotonic()
         s = history.series("grad_norm")
-        if len(s) == 0 or (not force and now - self._last_draw < self.min_interval):
+        # bqplot squeezes a single row or column out of the matrix and then rejects it.
+        drawable = len(s) >= 2 and s.last.shape[1] >= 2
+        if not drawable or (not force and now - self._last_draw < self.min_interval):
             return False
         columns, color = heat_matrix(s.steps, s.last, self.max_columns)
         with self.map.hold_sync():

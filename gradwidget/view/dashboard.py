@@ -13,7 +13,10 @@ from .metrics import ActivityChart, LossChart
 
 __all__ = ["Dashboard"]
 
-_ROW = w.Layout(width="100%", flex_flow="row wrap")
+
+def _row(*children: w.Widget) -> w.HBox:
+    # A Layout per box: closing one panel closes its layouts, so none may be shared.
+    return w.HBox(children, layout=w.Layout(width="100%", flex_flow="row wrap"))
 
 
 class Dashboard(w.VBox):
@@ -34,8 +37,8 @@ class Dashboard(w.VBox):
         self.flagged: tuple[str, ...] = ()
         super().__init__(
             [
-                w.HBox([self.grad.figure, self.flow.figure], layout=_ROW),
-                w.HBox([self.loss.figure, self.activity.figure], layout=_ROW),
+                _row(self.grad.figure, self.flow.figure),
+                _row(self.loss.figure, self.activity.figure),
                 self.heat.figure,
             ]
         )

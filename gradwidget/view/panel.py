@@ -89,6 +89,8 @@ class GradPanel(w.VBox):
         refresh_hz: float = 10.0,
     ) -> None:
         self.model, self.data = model, data
+        self.recorder: Recorder | None = None
+        self._closed = False
         self.config = TrainConfig(
             steps=steps, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
             loss_fn=loss_fn, act_every=act_every,
@@ -103,7 +105,7 @@ class GradPanel(w.VBox):
         self._shown: Run | None = None
         self._seen: tuple[int, int] | None = None
         self._last_heavy = -float("inf")
-        self._closed = False
+        self._draw_error = ""
         self.recorder = self._attach(model) if data is None else None
         self._build()
 
@@ -259,25 +261,26 @@ class GradPanel(w.VBox):
 
     def _tick(self) -> bool:
         with self._lock:
-            try:
-                return self._refresh()
-            except Exception as exc:  # a drawing bug must show, not kill the thread silently
-                self.status.show_error("The panel failed to redraw.", exc)
+            if self._closed:
                 return False
+            run, live = self._active, self._live()
+            key = None if live is None else (id(live), live.version)
+            ended = run is not None and run.state.ended
+            changed = key != self._seen
+            if changed or ended:
+                self._seen = key
+                self._safe_draw(final=ended)
+            if ended:
+                self._finish(run)
+            return (run is not None and not ended) or changed
 
-    def _refresh(self) -> bool:
-        if self._closed:
-            return False
-        run, live = self._active, self._live()
-        key = None if live is None else (id(live), live.version)
-        ended = run is not None and run.state.ended
-        changed = key != self._seen
-        if changed or ended:
-            self._seen = key
-            self._draw(final=ended)
-        if ended:
-            self._finish(run)
-        return (run is not None and not ended) or changed
+    def _safe_draw(self, final: bool) -> None:
+        try:
+            self._draw(final)
+        except Exception as exc:  # a drawing bug must show, and must not stall the run's end
+            if repr(exc) != self._draw_error:  # once per distinct error, not 10 times a second
+                self._draw_error = repr(exc)
+                self.status.show_error("The panel failed to redraw its charts.", exc)
 
     def _live(self) -> History | None:
         if self.recorder is not None:

@@ -1,0 +1,316 @@
+"""GradPanel without a browser: ipywidgets' dummy comm, ``button.click()``, torch as the oracle."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gradwidget as gw
+from gradwidget.view.findings import HEALTHY
+
+torch.set_num_threads(1)
+STEPS = 40
+
+
+@pytest.fixture
+def panels() -> Iterator[Callable[..., gw.GradPanel]]:
+    """Make panels that are closed after the test, whatever happens."""
+    made: list[gw.GradPanel] = []
+
+    def make(*args, **kwargs) -> gw.GradPanel:
+        made.append(gw.GradPanel(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for panel in made:
+        panel.close()
+
+
+@pytest.fixture(scope="module")
+def data() -> gw.datasets.Dataset:
+    return gw.datasets.spirals(n=256)
+
+
+def mlp(depth: int = 4, activation: str = "sigmoid") -> nn.Sequential:
+    torch.manual_seed(0)
+    return gw.models.deep_mlp(depth, 16, activation, in_features=2, out_features=3)
+
+
+def all_hooks(model: nn.Module) -> int:
+    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return sum(len(getattr(m, n)) for m in model.modules() for n in names)
+
+
+def gradwidget_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("gradwidget")]
+
+
+def own_loop(panel: gw.GradPanel, model: nn.Module, data, steps: int) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for i in range(steps):
+        x, y = data.x_train[i % 8 * 32 :][:32], data.y_train[i % 8 * 32 :][:32]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        panel.capture(loss)
+        opt.step()
+
+
+# -- managed training --------------------------------------------------------------------------
+
+
+def test_train_draws_the_run_history_into_the_charts(panels, data) -> None:
+    panel = panels(mlp(), data, steps=STEPS, batch_size=32)
+    run = panel.train()
+    assert panel.wait(timeout=30)
+    assert run.state is gw.RunState.FINISHED and run.step == STEPS
+    history = panel.runs[0].history
+    dash = panel.dashboard
+    assert dash.layers == history.layers == run.recorder.layers
+    np.testing.assert_array_equal(dash.flow.profile.y, history.grad_norm[-1])
+    assert dash.grad.lines.labels == list(history.layers)
+    assert dash.grad.lines.y.shape[0] == len(history.layers)
+    assert dash.grad.lines.x[-1] == history.steps[-1]
+    assert dash.loss.lines["loss"].y.max() == history.series("loss").hi.max()
+    np.testing.assert_array_equal(
+        dash.activity.bars.y[1], np.nan_to_num(history.saturated_frac[-1])
+    )
+    assert dash.heat.map.color.shape == (len(history.layers), len(history.steps))
+    assert "Finished" in panel.status.text and panel.updates_sent >= 1
+    assert panel.status.progress.layout.visibility == "hidden"
+    findings = gw.diagnose(history)
+    assert (HEALTHY in panel.diagnosis.value) == (not findings)
+    assert all(f.title in panel.diagnosis.value for f in findings)
+
+
+def test_diagnosed_remedies_are_highlighted(panels, data) -> None:
+    panel = panels(mlp(depth=10), data, steps=60, batch_size=32)
+    panel.train()
+    panel.wait(timeout=30)
+    findings = gw.diagnose(panel.runs[0].history)
+    suggested = {r for f in findings for r in f.remedies}
+    assert suggested, "a 10-layer sigmoid MLP should be diagnosed"
+    styles = {n: b.button_style for n, b in panel.fixes.buttons.items()}
+    assert {n for n, s in styles.items() if s == "warning"} == suggested
+    flagged = {layer for f in findings for layer in f.layers}
+    assert set(panel.dashboard.flow.flagged.x) == flagged
+
+
+def test_retrain_starts_from_the_same_weights_and_data_order(panels, data) -> None:
+    model = mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    starts: list[dict[str, torch.Tensor]] = []
+    batches: list[list[torch.Tensor]] = []
+
+    def optimizer(params):
+        params = list(params)
+        starts.append([p.detach().clone() for p in params])
+        batches.append([])
+        return torch.optim.SGD(params, lr=0.1)
+
+    def loss_fn(output, y):
+        batches[-1].append(y.clone())
+        return F.cross_entropy(output, y)
+
+    panel = panels(model, data, steps=STEPS, batch_size=32, optimizer=optimizer, loss_fn=loss_fn)
+    panel.train()
+    panel.wait(timeout=30)
+    panel.fixes.buttons["relu"].click()
+    assert panel.fixes.selected == ("relu",) and panel.fixes.buttons["relu"].icon == "check"
+    panel.fixes.retrain_button.click()
+    assert panel.wait(timeout=30)
+    assert [r.name for r in panel.runs] == ["baseline", "ReLU"]
+    assert panel.runs[1].remedies == ("relu",)
+    assert not any(isinstance(m, nn.Sigmoid) for m in panel.runs[1].model.modules())
+    assert len(starts) == 2
+    for baseline, remedied, original in zip(*starts, before.values(), strict=True):
+        assert torch.equal(baseline, original) and torch.equal(remedied, original)
+    assert len(batches[0]) == len(batches[1]) == STEPS
+    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
+    for key, value in model.state_dict().items():  # the user's model was never trained
+        assert torch.equal(value, before[key])
+    table = panel.comparison()
+    assert list(table["run"]) == ["baseline", "ReLU"]
+    for row, record in zip(table.itertuples(), panel.runs, strict=True):
+        assert row.final_loss == pytest.approx(record.history.loss[-1])
+    assert set(panel.compare.cells) == {"baseline", "ReLU"}
+    scales = {id(c.chart.y_scale) for c in panel.compare.cells.values()}
+    assert len(scales) == 1
+    assert "<td>ReLU</td>" in panel.compare.table.value
+
+
+def test_one_run_at_a_time_and_sensible_no_ops(panels, data) -> None:
+    panel = panels(mlp(), data, steps=100_000, batch_size=32)
+    panel.stop_button.click()
+    assert panel.status.text == "Nothing is running."
+    run = panel.train()
+    assert panel.train() is None and "still running" in panel.status.text
+    assert panel.retrain(["he_init"]) is None and "still running" in panel.status.text
+    assert panel.retrain([]) is None
+    assert panel.fixes.retrain_button.disabled and panel.train_button.disabled
+    started = time.monotonic()
+    panel.stop_button.click()
+    assert panel.wait(timeout=5) and time.monotonic() - started < 1.0
+    assert run.state is gw.RunState.STOPPED and len(panel.runs) == 1
+    assert not panel.train_button.disabled
+
+
+def test_a_failing_model_shows_the_error_and_the_panel_keeps_working(panels, data) -> None:
+    class Flaky(nn.Module):
+        fail = True  # a class attribute: the panel's copies see the change
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = mlp()
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            if Flaky.fail and self.calls > 5:
+                raise RuntimeError("boom in forward")
+            return self.body(x)
+
+    panel = panels(Flaky(), data, steps=STEPS, batch_size=32)
+    run = panel.train()
+    panel.wait(timeout=30)
+    assert run.state is gw.RunState.FAILED
+    assert "boom in forward" in panel.status.text
+    assert panel.status.errors.layout.display == "block"
+    assert "boom in forward" in "".join(o["text"] for o in panel.status.errors.outputs)
+    assert len(panel.runs[0].history) == 5  # the partial history is kept and shown
+    assert panel.dashboard is not None and panel.dashboard.grad.lines.x[-1] == 4
+    Flaky.fail = False
+    assert panel.train() is not None and panel.wait(timeout=30)
+    assert panel.runs[1].run.state is gw.RunState.FINISHED
+
+
+def test_remove_run_with_its_button_and_export(panels, data, tmp_path) -> None:
+    panel = panels(mlp(), data, steps=STEPS, batch_size=32)
+    panel.train()
+    panel.wait(timeout=30)
+    panel.retrain(["he_init"])
+    panel.wait(timeout=30)
+    written = panel.export(tmp_path / "out")
+    assert sorted(p.name for p in written) == ["He_init.json", "baseline.json", "comparison.csv"]
+    loaded = gw.History.from_json(tmp_path / "out" / "baseline.json")
+    np.testing.assert_array_equal(loaded.grad_norm, panel.runs[0].history.grad_norm)
+    csvs = panel.export(tmp_path / "run.csv")
+    assert {p.name for p in csvs} == {"run-baseline.csv", "run-He_init.csv", "run-comparison.csv"}
+    panel.compare.cells["He init"].remove_button.click()
+    assert [r.name for r in panel.runs] == ["baseline"]
+    assert list(panel.compare.cells) == ["baseline"]
+    assert list(panel.comparison()["run"]) == ["baseline"]
+
+
+def test_remedy_that_cannot_apply_is_disabled_with_the_reason(panels, data) -> None:
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Linear(2, 3))
+    panel = panels(linear, data, steps=STEPS)
+    with pytest.raises(gw.RemedyNotApplicable) as why:
+        gw.remedies.check(linear, "relu")
+    button = panel.fixes.buttons["relu"]
+    assert button.disabled and button.tooltip == str(why.value)
+    assert not panel.fixes.buttons["he_init"].disabled
+
+
+# -- own loop ----------------------------------------------------------------------------------
+
+
+def test_own_loop_refresh_is_throttled_but_live(panels, data) -> None:
+    model = mlp(depth=2)
+    panel = panels(model, refresh_hz=20.0)
+    started = time.monotonic()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = data.x_train[:8], data.y_train[:8]
+    captures = 0
+    while time.monotonic() - started < 1.0:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        panel.capture(loss)
+        opt.step()
+        captures += 1
+    elapsed = time.monotonic() - started
+    sent_while_training = panel.updates_sent
+    assert captures > 200
+    assert 3 <= sent_while_training <= 20.0 * elapsed + 2
+    panel.wait()
+    assert panel.dashboard.grad.lines.x[-1] == panel.recorder.history.steps[-1]
+    assert f"step {captures}" in panel.status.text
+
+
+def test_own_loop_mode_buttons_and_capture_rules(panels, data) -> None:
+    model = mlp()
+    panel = panels(model)
+    assert panel.train_button.disabled and panel.fixes.retrain_button.disabled
+    assert "capture" in panel.train_button.tooltip
+    assert panel.train() is None and "capture" in panel.status.text
+    own_loop(panel, model, data, steps=12)
+    panel.wait()
+    np.testing.assert_array_equal(
+        panel.dashboard.flow.profile.y, panel.recorder.history.grad_norm[-1]
+    )
+    panel.fixes.buttons["relu"].click()
+    assert "panel.remedied_model(['relu'])" in panel.status.text
+    fixed = panel.remedied_model(["relu"])
+    assert any(isinstance(m, nn.ReLU) for m in fixed.modules())
+    assert any(isinstance(m, nn.Sigmoid) for m in model.modules())
+    managed = panels(mlp(), data)
+    with pytest.raises(gw.GradWidgetError, match="own training loop"):
+        managed.capture(torch.tensor(1.0))
+
+
+def test_same_model_in_two_own_loop_panels_is_refused(panels, data) -> None:
+    model = mlp()
+    first = panels(model)
+    with pytest.raises(gw.GradWidgetError, match="already watched"):
+        gw.GradPanel(model)
+    managed = panels(model, data, steps=5)  # trains copies: no hooks on model, allowed
+    first.close()
+    second = panels(model)
+    own_loop(second, model, data, steps=3)
+    assert second.recorder.step == 3 and managed.recorder is None
+
+
+def test_watch_displays_an_own_loop_panel(panels, monkeypatch) -> None:
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    panel = gw.watch(mlp(), refresh_hz=5.0)
+    try:
+        assert shown == [panel] and panel.recorder is not None
+    finally:
+        panel.close()
+
+
+# -- teardown ----------------------------------------------------------------------------------
+
+
+def test_close_leaves_no_hooks_threads_or_open_widgets(data) -> None:
+    model = mlp()
+    watched = gw.GradPanel(model)
+    own_loop(watched, model, data, steps=5)
+    assert all_hooks(model) > 0 or watched.recorder.step == 5
+    managed = gw.GradPanel(mlp(), data, steps=100_000, batch_size=32)
+    managed.train()
+    time.sleep(0.2)
+    assert gradwidget_threads()
+    for panel in (watched, managed):
+        panel.close()
+        panel.close()  # idempotent
+    assert all_hooks(model) == 0
+    assert all(all_hooks(r.model) == 0 for r in managed.runs)
+    assert managed.runs[0].run.state is gw.RunState.STOPPED
+    assert gradwidget_threads() == []
+    for panel in (watched, managed):
+        assert panel.comm is None and panel.fixes.comm is None
+        assert panel.dashboard is None or panel.dashboard.grad.lines.comm is None
+    assert managed.train() is None and managed.status.text == "This panel is closed."
+    json.dumps(managed.comparison().to_dict())  # results stay readable after close
