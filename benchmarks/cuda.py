@@ -38,21 +38,24 @@ def count_syncs(
     """
     batches = make_batches(workload, 8, device)
     rows = []
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
     for contender in [Contender(None), *contenders]:
         lane = Lane(contender, workload, device)
         try:
             lane.run_block(batches, 0, 0, 3)
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            with profile(activities=activities) as prof:
                 lane.run_block(batches, 3, 3, steps)
-            rows.append({"config": contender.key, **_per_step(prof.key_averages(), steps)})
+            own = 3 if device.type == "cuda" else 0  # run_block's synchronize calls
+            rows.append({"config": contender.key, **_per_step(prof.key_averages(), steps, own)})
         finally:
             lane.close()
     return rows
 
 
-def _per_step(events: Any, steps: int) -> dict[str, float]:
+def _per_step(events: Any, steps: int, own_syncs: int) -> dict[str, float]:
     syncs = sum(e.count for e in events if e.key in _SYNC_CALLS)
     copies = sum(e.count for e in events if "DtoH" in e.key)
-    # run_block synchronises three times a block itself: at its start, after its first step
-    # and at its end (torch.cuda.synchronize).
-    return {"syncs_per_step": (syncs - 3) / steps, "dtoh_per_step": copies / steps}
+    # own_syncs: run_block synchronises at its start, after its first step and at its end.
+    return {"syncs_per_step": (syncs - own_syncs) / steps, "dtoh_per_step": copies / steps}

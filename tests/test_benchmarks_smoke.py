@@ -157,3 +157,15 @@ def test_comm_tap_measures_array_buffers() -> None:
         line.y = y[:50]
     sent = [m for m in tap.messages if m.model_name == "LinesModel"]
     assert [m.buffer_bytes for m in sent] == [2 * y.nbytes, y[:50].nbytes]
+
+
+def test_sync_counter_runs_and_finds_no_device_syncs_on_cpu() -> None:
+    from benchmarks.cuda import count_syncs
+    from benchmarks.workloads import Workload, mlp
+
+    tiny = Workload("tiny", "tiny", lambda: mlp(3, 8, nn.Tanh), (4, 64), block=2)
+    rows = count_syncs(
+        tiny, [Contender("item_loop", 1), Contender("wandb", 1)], 2, torch.device("cpu")
+    )
+    assert [r["config"] for r in rows] == ["plain", "item_loop@1", "wandb@1"]
+    assert all(r["syncs_per_step"] == 0 and r["dtoh_per_step"] == 0 for r in rows)
