@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,35 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .activations import FIELDS as ACTIVATION_FIELDS
+from .activations import ActivationProbe
 from .errors import GradWidgetError
 from .history import History
 
 __all__ = ["Recorder"]
 
-# Activation modules whose output describes the health of the layer before them. The value
-# names the saturation rule that applies to their output (None: only "dead" applies).
-_ACTIVATIONS: dict[type[nn.Module], str | None] = {
-    nn.Sigmoid: "sigmoid",
-    nn.Hardsigmoid: "sigmoid",
-    nn.Tanh: "tanh",
-    nn.Hardtanh: "tanh",
-    nn.Softsign: "tanh",
-    nn.ReLU: None,
-    nn.ReLU6: None,
-    nn.LeakyReLU: None,
-    nn.ELU: None,
-    nn.SELU: None,
-    nn.CELU: None,
-    nn.GELU: None,
-    nn.SiLU: None,
-    nn.Mish: None,
-    nn.Softplus: None,
-    nn.Hardswish: None,
-}
-_SATURATED_BELOW, _SATURATED_ABOVE = 0.03, 0.97  # sigmoid outputs; tanh uses |x| > 0.97
 _MAX_GRAD_EVERY = 64  # never let adaptive sampling thin the gradient series more than this
 _WARMUP_CAPTURES = 5  # first captures pay one-off costs; keep them out of the cost estimate
-_ACT_FIELDS = ("act_mean", "act_std", "dead_frac", "saturated_frac")
 
 
 @dataclass(frozen=True)
@@ -74,51 +53,6 @@ def _find_layers(model: nn.Module) -> list[_Layer]:
         if own:
             layers.append(_Layer(name or type(module).__name__, module, tuple(own)))
     return layers
-
-
-def _first_tensor(output: Any) -> torch.Tensor | None:
-    """The tensor a module produced (LSTM and attention return tuples)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)):
-        return next((t for t in map(_first_tensor, output) if t is not None), None)
-    return None
-
-
-def _unit_dim(x: torch.Tensor, channels_first: bool) -> int:
-    """Which dimension holds the units: channels for conv outputs, features otherwise."""
-    if x.ndim == 3 and not channels_first:
-        return 2  # (batch, time, features) from sequence models
-    return 1
-
-
-def _activation_stats(
-    x: torch.Tensor, saturation: str | None, channels_first: bool
-) -> torch.Tensor:
-    """mean, std, dead fraction, saturated fraction of one output, as a device tensor (4,).
-
-    ``sum`` and ``vector_norm`` are about 40x cheaper than ``std_mean`` on CPU, and a unit is
-    dead when its largest and smallest output over the batch are both exactly zero.
-    """
-    x = x.detach()
-    if not x.is_floating_point() or x.numel() == 0:
-        return torch.full((4,), math.nan, device=x.device)
-    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    n = x.numel()
-    mean = x.sum() / n
-    std = (torch.linalg.vector_norm(x).square() / n - mean.square()).clamp_min(0).sqrt()
-    if x.ndim >= 2:
-        dims = tuple(d for d in range(x.ndim) if d != _unit_dim(x, channels_first))
-        dead = ((x.amax(dims) == 0) & (x.amin(dims) == 0)).float().mean()
-    else:
-        dead = (x == 0).float().mean()
-    if saturation == "sigmoid":
-        saturated = ((x < _SATURATED_BELOW) | (x > _SATURATED_ABOVE)).float().mean()
-    elif saturation == "tanh":
-        saturated = (x.abs() > _SATURATED_ABOVE).float().mean()
-    else:
-        saturated = torch.tensor(math.nan, device=x.device)
-    return torch.stack([mean, std, dead, saturated]).to(torch.float64)
 
 
 def _norms(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -177,25 +111,18 @@ class Recorder:
         self._capacity = capacity
         self._layers = self._all_layers
         self._ordered = False
-        self._history = History(self.layer_names, capacity)
-        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
-        self._acts: dict[str, torch.Tensor] = {}  # layer name -> stats of its latest output
-        self._ran: list[str] = []  # layers in the order of the first recorded forward
-        self._current: str | None = None  # the layer that ran last in this forward
+        self._history = History(self.layers, capacity)
+        self._probe = ActivationProbe(model, [(layer.name, layer.module) for layer in self._layers])
         self._before_update: list[torch.Tensor] | None = None  # weights at the sampled step
         self._closed = False
         self._cost = _CostMeter()
-        self._arm()  # step 0 is always sampled: it also tells the execution order
+        self._probe.arm()  # step 0 is always sampled: it also tells the execution order
 
     # -- public -------------------------------------------------------------------------------
 
     @property
     def layers(self) -> tuple[str, ...]:
         """Layer names, input to output (execution order once a step has been captured)."""
-        return self.layer_names
-
-    @property
-    def layer_names(self) -> tuple[str, ...]:
         return tuple(layer.name for layer in self._layers)
 
     @property
@@ -231,17 +158,15 @@ class Recorder:
         acts_due = bool(self.act_every) and step % self.act_every == 0
         self._flush(step, grads_due, acts_due, loss)
         self.step += 1
-        self._rearm(acts_due)
+        self._rearm()
         # Sampled steps also pay for activation statistics; the gradient interval is set from
         # the cost of plain gradient captures only.
         self._adapt(started, grads_due and not acts_due)
 
     def close(self) -> None:
         """Remove every hook this recorder added. Safe to call more than once."""
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks.clear()
-        self._acts.clear()
+        self._probe.remove()
+        self._probe.take()
         self._before_update = None
         self._closed = True
 
@@ -315,11 +240,10 @@ class Recorder:
         }
 
     def _activation_rows(self, device: torch.device) -> dict[str, torch.Tensor]:
-        nan = torch.full((4,), math.nan, dtype=torch.float64, device=device)
-        rows = torch.stack([self._acts.get(layer.name, nan).to(device) for layer in self._layers])
-        # one part per statistic, each with a value per layer
-        self._acts.clear()
-        return dict(zip(_ACT_FIELDS, rows.T, strict=True))
+        stats = self._probe.take()
+        nan = torch.full((4,), math.nan, device=device)
+        rows = torch.stack([stats.get(layer.name, nan).to(device) for layer in self._layers])
+        return dict(zip(ACTIVATION_FIELDS, rows.T, strict=True))
 
     def _count_nonfinite(self, norms: np.ndarray) -> np.ndarray:
         """NaN/Inf gradient entries per layer; only counted when a norm says there are some.
@@ -343,64 +267,22 @@ class Recorder:
         needed = self._cost.capture_s / max(self.budget * self._cost.step_s, 1e-12)
         self.grad_every = max(1, min(_MAX_GRAD_EVERY, math.ceil(needed)))
 
-    # -- forward hooks, attached only for sampled forward passes -------------------------------
-
-    def _rearm(self, sampled_now: bool) -> None:
-        if sampled_now:
-            self._disarm()
+    def _rearm(self) -> None:
+        """Hooks exist only for the forward pass of a sampled step."""
+        self._probe.disarm()
         if self.act_every and self.step % self.act_every == 0:
-            self._arm()
-
-    def _arm(self) -> None:
-        if self._hooks:
-            return
-        self._current = None
-        for name, module in self._hook_sites():
-            self._hooks.append(module.register_forward_hook(self._make_hook(name, module)))
-
-    def _disarm(self) -> None:
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks.clear()
-
-    def _hook_sites(self) -> Iterator[tuple[str | None, nn.Module]]:
-        """Layers (by name) and activation modules (None: they report for the layer before)."""
-        by_module = {id(layer.module): layer.name for layer in self._all_layers}
-        for module in self.model.modules():
-            if id(module) in by_module:
-                yield by_module[id(module)], module
-            elif type(module) in _ACTIVATIONS:
-                yield None, module
-
-    def _make_hook(self, name: str | None, module: nn.Module) -> Any:
-        saturation = _ACTIVATIONS.get(type(module))
-        channels_first = isinstance(
-            module, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase)
-        )
-
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if name is not None:
-                self._current = name
-                if not self._ordered and name not in self._ran:
-                    self._ran.append(name)
-            target = self._current
-            out = _first_tensor(output)
-            if target is not None and out is not None:
-                # An activation right after a layer overwrites the layer's own output stats.
-                self._acts[target] = _activation_stats(out, saturation, channels_first)
-
-        return hook
+            self._probe.arm()
 
     def _fix_order(self) -> None:
         """Order layers by first execution; layers that never ran keep registration order."""
-        rank = {name: i for i, name in enumerate(self._ran)}
+        rank = {name: i for i, name in enumerate(self._probe.execution_order)}
         big = len(rank)
         self._layers = sorted(self._all_layers, key=lambda layer: rank.get(layer.name, big))
         self._ordered = True
         self._param_list = [p for layer in self._layers for p in layer.params]
         self._owner = np.array([i for i, layer in enumerate(self._layers) for _ in layer.params])
-        if self.layer_names != self._history.layers:
-            self._history = History(self.layer_names, self._capacity)
+        if self.layers != self._history.layers:
+            self._history = History(self.layers, self._capacity)
 
 
 def _loss_value(loss: Any) -> torch.Tensor:

@@ -279,3 +279,13 @@ def test_mixed_precision_parameters() -> None:
         got = rec.history.grad_norm[-1]
     expected = _oracle_norms(model, rec.layers)
     np.testing.assert_allclose(got, expected, rtol=1e-2)  # bfloat16 carries 3 digits
+
+
+def test_without_activation_sampling_no_hook_outlives_the_first_step() -> None:
+    model, shape = MODELS["mlp"][0](), MODELS["mlp"][1]
+    before = _hook_state(model)
+    with Recorder(model, act_every=None) as rec:
+        for _ in range(3):
+            rec.capture(_backward(model, shape))
+            assert _hook_state(model) == before
+        assert "dead_frac" not in rec.history.metrics
