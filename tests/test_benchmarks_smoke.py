@@ -169,3 +169,10 @@ def test_sync_counter_runs_and_finds_no_device_syncs_on_cpu() -> None:
     )
     assert [r["config"] for r in rows] == ["plain", "item_loop@1", "wandb@1"]
     assert all(r["syncs_per_step"] == 0 and r["dtoh_per_step"] == 0 for r in rows)
+
+
+def test_refreshes_are_counted_as_bursts_of_messages() -> None:
+    from benchmarks.ui import Message, _bursts
+
+    times = [0.0, 0.004, 0.009, 0.1, 0.102, 0.3]  # three refreshes of a 10 Hz panel
+    assert _bursts([Message(t, "LinesModel", 1, 0) for t in times], gap_s=0.05) == 3
