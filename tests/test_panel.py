@@ -56,7 +56,7 @@ def gradwidget_threads() -> list[str]:
 def own_loop(panel: gw.GradPanel, model: nn.Module, data, steps: int) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for i in range(steps):
-        x, y = data.x_train[i % 8 * 32 :][:32], data.y_train[i % 8 * 32 :][:32]
+        x, y = data.x_train[i % 6 * 32 :][:32], data.y_train[i % 6 * 32 :][:32]
         opt.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()

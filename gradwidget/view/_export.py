@@ -9,20 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from ..history import History
-from ._table import COLUMNS, RunSummary, default_threshold, summarize
+from ..summary import COLUMNS, RunSummary, default_threshold, summarize
 
 __all__ = ["frame", "summaries", "write"]
 
 
 def summaries(records: Sequence[Any], loss_threshold: float | None) -> list[RunSummary]:
     """A row per run record; the loss threshold defaults to half the first run's first loss."""
-    histories = [r.history for r in records]
-    if loss_threshold is None:
-        loss_threshold = default_threshold(histories[0]) if histories else float("nan")
-    return [
-        summarize(r.name, r.remedies, h, r.run.wall_time, loss_threshold)
-        for r, h in zip(records, histories, strict=True)
-    ]
+    if loss_threshold is None and records:
+        loss_threshold = default_threshold(records[0].history)
+    return [summarize(r.run, r.remedies, loss_threshold) for r in records]
 
 
 def frame(rows: Sequence[RunSummary]) -> Any:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import html
+import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import astuple
 
 import bqplot as bq
 import ipywidgets as w
 import numpy as np
 
 from ..history import History
+from ..summary import COLUMNS, RunSummary
 from ._data import decimate_minmax
-from ._table import RunSummary, to_html
 from ._widgets import close_tree
 from .charts import GradChart, figure, set_log_domain
 
-__all__ = ["CompareView"]
+__all__ = ["CompareView", "to_html"]
 
 # Categorical palette (d3 category10): one colour per run in the loss overlay.
 _RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
@@ -115,3 +118,19 @@ class CompareView(w.VBox):
         x, y = decimate_minmax(s.steps, s.lo, s.hi, 300)
         with line.hold_sync():
             line.x, line.y = x, np.ascontiguousarray(y[0])
+
+
+def to_html(rows: Sequence[RunSummary]) -> str:
+    """A small HTML table of ``rows`` (numbers to 3 significant digits, "–" for none)."""
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in astuple(row)) + "</tr>" for row in rows
+    )
+    style = "border-collapse:collapse;font-size:12px"
+    return f'<table style="{style}"><tr>{head}</tr>{body}</table>'
+
+
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3g}" if isinstance(value, float) else html.escape(str(value))

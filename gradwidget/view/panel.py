@@ -242,7 +242,11 @@ class GradPanel(w.VBox):
     # -- results -------------------------------------------------------------------------
 
     def comparison(self, loss_threshold: float | None = None) -> Any:
-        """One row per run (pandas DataFrame): see :class:`gradwidget.view._table.RunSummary`."""
+        """One row per run, a pandas DataFrame of :class:`gradwidget.summary.RunSummary` fields.
+
+        ``steps_to_threshold`` counts steps until the loss reaches ``loss_threshold``, the
+        same bar for every run (default: half the first run's first loss).
+        """
         return _export.frame(self._summaries(loss_threshold))
 
     def export(self, path: Any) -> list[Any]:
