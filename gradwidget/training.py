@@ -122,14 +122,14 @@ class Run:
         """Hold the run after the current step (no effect unless it is running)."""
         with self._lock:
             if self.state is RunState.RUNNING:
-                self.state = RunState.PAUSED
+                self.state, self.message = RunState.PAUSED, f"Paused after step {self.step}."
                 self._may_run.clear()
 
     def resume(self) -> None:
         """Continue a paused run."""
         with self._lock:
             if self.state is RunState.PAUSED:
-                self.state = RunState.RUNNING
+                self.state, self.message = RunState.RUNNING, "Training."
                 self._may_run.set()
 
     def join(self, timeout: float | None = None) -> RunState:
@@ -171,10 +171,10 @@ class Run:
         with self._lock:
             if self.state is not RunState.IDLE:
                 raise RuntimeError(
-                    f"Run {self.name!r} was already started (it is {self.state.value}); "
-                    "a run trains once: create a new Run to train again."
+                    f"Run {self.name!r} cannot start: it is {self.state.value} already. "
+                    "A run trains once: create a new Run to train again."
                 )
-            self.state = RunState.RUNNING
+            self.state, self.message = RunState.RUNNING, "Training."
 
     def _set_up(self) -> bool:
         """Read the data, build the optimizer and the recorder; False if that failed."""

@@ -108,6 +108,15 @@ def test_data_order_is_a_seeded_randperm_per_epoch_and_leaves_the_global_rng_alo
     assert all(torch.equal(got, want) for got, (_, want) in zip(seen, oracle, strict=True))
 
 
+def test_epochs_count_full_batches_of_tensor_data() -> None:
+    x, y = _data()
+    seen: list[torch.Tensor] = []
+    run = gw.train(_model(), (x, y), epochs=3, batch_size=16, loss_fn=_recording_loss(seen))
+    assert run.total_steps == run.step == 6  # 40 rows: two full batches of 16 per epoch
+    oracle = _oracle_batches(x, y, 16, seed=0, steps=6)
+    assert all(torch.equal(got, want) for got, (_, want) in zip(seen, oracle, strict=True))
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
 def test_loop_matches_a_plain_torch_loop(optimizer: str) -> None:
     x, y = _data()
@@ -219,7 +228,7 @@ def test_pause_holds_the_run_and_resume_continues() -> None:
     run = _long_run()
     run.pause()
     time.sleep(0.1)  # let the current step end
-    assert run.state is gw.RunState.PAUSED
+    assert run.state is gw.RunState.PAUSED and "Paused" in run.message
     held, wall = run.step, run.wall_time
     time.sleep(0.3)
     assert run.step == held
@@ -253,9 +262,16 @@ def test_start_trains_on_another_thread_and_train_on_the_caller() -> None:
 
 def test_starting_twice_is_a_clear_error() -> None:
     run = gw.Run(_model(), _data(), gw.TrainConfig(steps=2)).start()
-    with pytest.raises(RuntimeError, match="already started"):
+    with pytest.raises(RuntimeError, match="create a new Run"):
         run.start()
     run.join(10)
+
+
+def test_stop_before_start_ends_the_run_without_training() -> None:
+    run = gw.Run(_model(), _data())
+    assert run.stop() is gw.RunState.STOPPED and run.step == 0
+    with pytest.raises(RuntimeError, match="stopped"):
+        run.start()
 
 
 def test_keyboard_interrupt_stops_the_run() -> None:
