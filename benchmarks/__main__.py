@@ -82,6 +82,7 @@ def _run_all(s: Settings, names: list[str], device: torch.device) -> dict[str, A
     rows: list[OverheadRow] = []
     for i, name in enumerate(names):
         sweep = s.sweep_first if i == 0 else s.sweep_rest
+        print(f"overhead: {name}, {s.rounds} rounds", flush=True)
         rows += measure_overhead(WORKLOADS[name], sweep, s.rounds, device, s.block)
     results: dict[str, Any] = {"overhead": [{**asdict(r), "met": r.met} for r in rows]}
     results["profiles"] = {
@@ -101,7 +102,9 @@ def _run_all(s: Settings, names: list[str], device: torch.device) -> dict[str, A
         from .overhead import contenders_for
 
         sections["cuda_syncs"] = lambda: count_syncs(first, contenders_for((1,), 10), 20, device)
-    results.update({key: _guarded(fn) for key, fn in sections.items()})
+    for key, fn in sections.items():
+        print(f"{key}", flush=True)
+        results[key] = _guarded(fn)
     results["targets"] = _targets(rows, results)
     return results
 
