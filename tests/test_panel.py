@@ -92,7 +92,7 @@ def test_train_draws_the_run_history_into_the_charts(panels, data) -> None:
 
 
 def test_diagnosed_remedies_are_highlighted(panels, data) -> None:
-    panel = panels(mlp(depth=10), data, steps=60, batch_size=32)
+    panel = panels(mlp(depth=10), data, steps=300, batch_size=32)  # enough sampled steps
     panel.train()
     panel.wait(timeout=30)
     findings = gw.diagnose(panel.runs[0].history)
@@ -145,6 +145,34 @@ def test_retrain_starts_from_the_same_weights_and_data_order(panels, data) -> No
     scales = {id(c.chart.y_scale) for c in panel.compare.cells.values()}
     assert len(scales) == 1
     assert "<td>ReLU</td>" in panel.compare.table.value
+
+
+def test_each_fix_toggles_and_all_three_combine_from_the_initial_copy(panels, data) -> None:
+    model = mlp()
+    starts: list[list[torch.Tensor]] = []
+
+    def optimizer(params):
+        params = list(params)
+        starts.append([p.detach().clone() for p in params])
+        return torch.optim.SGD(params, lr=0.1)
+
+    panel = panels(model, data, steps=10, batch_size=32, optimizer=optimizer, seed=3)
+    fixes = panel.fixes
+    for name in ("batchnorm", "relu", "he_init"):
+        fixes.buttons[name].click()
+    assert fixes.selected == gw.remedies.REMEDY_NAMES and not fixes.retrain_button.disabled
+    fixes.buttons["relu"].click()
+    assert fixes.selected == ("he_init", "batchnorm") and fixes.buttons["relu"].icon == ""
+    fixes.buttons["relu"].click()
+    fixes.retrain_button.click()
+    assert panel.wait(timeout=30)
+    record = panel.runs[0]
+    assert record.name == "ReLU + He init + BatchNorm" and record.remedies == fixes.selected
+    assert record.run.state is gw.RunState.FINISHED
+    expected = gw.apply_remedies(model, ["relu", "he_init", "batchnorm"], seed=3)
+    wanted = [p for p in expected.parameters() if p.requires_grad]
+    assert len(starts[0]) == len(wanted)
+    assert all(torch.equal(a, b) for a, b in zip(starts[0], wanted, strict=True))
 
 
 def test_one_run_at_a_time_and_sensible_no_ops(panels, data) -> None:

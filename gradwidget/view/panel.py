@@ -206,7 +206,9 @@ class GradPanel(w.VBox):
         run = self._active
         if run is not None:
             run.join(timeout)
-        self._tick()
+        with self._lock:
+            self._seen = None  # redraw even if no new point: the step count may have moved
+            self._tick()
         return self._active is None
 
     def capture(self, loss: Any = None) -> None:
