@@ -149,9 +149,40 @@ def _reread(data: Iterable[Any], epochs: int | None) -> Iterator[Batch]:
     epoch = 0
     while epochs is None or epoch < epochs:
         seen = False
-        for batch in data:
+        for batch in _blaming_the_data(data, epoch):
             seen = True
             yield _unpack(batch)
         if not seen:  # empty, or a one-shot iterator already used up
             return
         epoch += 1
+
+
+def _blaming_the_data(data: Iterable[Any], epoch: int) -> Iterator[Any]:
+    """Iterate ``data``; an exception it raises becomes a DataError that points at the data.
+
+    Without this, a corrupt record deep in a Dataset surfaces as a training failure and the
+    user looks for the bug in the model.
+    """
+    index = 1
+    try:
+        iterator = iter(data)
+    except Exception as exc:
+        raise _unreadable(index, epoch, exc) from exc
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise _unreadable(index, epoch, exc) from exc
+        yield batch
+        index += 1
+
+
+def _unreadable(index: int, epoch: int, exc: Exception) -> DataError:
+    where = f"batch {index}" + (f" of pass {epoch + 1}" if epoch else "")
+    return DataError(
+        f"Reading {where} from the data failed with {type(exc).__name__}: {exc}. The error "
+        "comes from the data pipeline (the Dataset's __getitem__, a transform, or the "
+        "DataLoader's collate), not from the model: fix or skip that record."
+    )

@@ -82,6 +82,11 @@ class Run:
         self._may_run = threading.Event()  # cleared while paused
         self._may_run.set()
         self._thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None  # the thread running the loop
+        # Set once the run has ended and released its hooks. join() waits on this rather than
+        # Thread.join: on CPython <= 3.12 a Ctrl-C that interrupts Thread.join marks the
+        # thread as stopped, and every later join returns at once while it still trains.
+        self._done = threading.Event()
         self._began: float | None = None
         self._ended: float | None = None
         self._paused_s = 0.0
@@ -113,9 +118,9 @@ class Run:
             self._may_run.set()  # a paused loop must wake up to see the request
             if self.state is RunState.IDLE:
                 self._end_locked(RunState.STOPPED, "Stopped before it started.")
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+                self._done.set()
+        if self._worker is not threading.current_thread():
+            self.join(timeout)
         return self.state
 
     def pause(self) -> None:
@@ -133,9 +138,12 @@ class Run:
                 self._may_run.set()
 
     def join(self, timeout: float | None = None) -> RunState:
-        """Wait for the run's thread to end (at most ``timeout`` seconds); the state then."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Wait for the run to end (at most ``timeout`` seconds); the state then.
+
+        Returns at once for a run that was never started.
+        """
+        if self.state is not RunState.IDLE:
+            self._done.wait(timeout)
         return self.state
 
     # -- read-outs -----------------------------------------------------------------------
@@ -200,6 +208,7 @@ class Run:
 
     def _execute(self) -> None:
         """The whole run: every way out ends in a final state and removes the hooks."""
+        self._worker = threading.current_thread()
         try:
             self._loop()
         except KeyboardInterrupt:
@@ -283,8 +292,10 @@ class Run:
         self._ended = time.perf_counter() if self._began is not None else None
 
     def _release(self) -> None:
+        """Remove the hooks of the recorder the run made, then let join() return."""
         if self._owns_recorder and self.recorder is not None:
             self.recorder.close()
+        self._done.set()
 
 
 def train(model: nn.Module, data: Dataset | tuple[Any, Any] | Iterable[Any], **config: Any) -> Run:

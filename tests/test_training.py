@@ -267,8 +267,22 @@ def test_starting_twice_is_a_clear_error() -> None:
     run.join(10)
 
 
+def test_stop_from_inside_the_loop_does_not_wait_for_itself() -> None:
+    def loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        began = time.monotonic()
+        run.stop(timeout=30)
+        waited.append(time.monotonic() - began)
+        return F.cross_entropy(output, y)
+
+    waited: list[float] = []
+    run = gw.Run(_model(), _data(), gw.TrainConfig(steps=50, loss_fn=loss))
+    assert run.start().join(30) is gw.RunState.STOPPED
+    assert run.step == 1 and waited[0] < 1.0
+
+
 def test_stop_before_start_ends_the_run_without_training() -> None:
     run = gw.Run(_model(), _data())
+    assert run.join() is gw.RunState.IDLE  # nothing to wait for
     assert run.stop() is gw.RunState.STOPPED and run.step == 0
     with pytest.raises(RuntimeError, match="stopped"):
         run.start()
@@ -363,6 +377,16 @@ def test_an_unexpected_exception_names_the_step_and_the_error() -> None:
     assert isinstance(run.error.__cause__, ValueError)
 
 
+class _CorruptRecord(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return N
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if i == 20:
+            raise OSError("cannot read record 20")
+        return X[i], Y[i]
+
+
 X, Y = _data()
 NAN_X = X.clone()
 NAN_X[5, 2] = float("nan")
@@ -382,6 +406,12 @@ BAD_INPUTS = {
     "NaN inputs": ((NAN_X, Y), {}, gw.DataError, ["NaN", "row 5"]),
     "NaN first batch": ([(NAN_X[:8], Y[:8])], {}, gw.DataError, ["NaN", "row 5"]),
     "not a pair": ([X[:8]], {}, gw.DataError, ["pair (inputs, targets)"]),
+    "loader raises": (
+        torch.utils.data.DataLoader(_CorruptRecord(), batch_size=8),
+        {},
+        gw.DataError,
+        ["batch 3", "OSError: cannot read record 20", "Dataset's __getitem__"],
+    ),
     "per-sample loss": (
         (X, Y),
         {"loss_fn": nn.CrossEntropyLoss(reduction="none")},
