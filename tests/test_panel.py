@@ -73,7 +73,7 @@ def test_train_draws_the_run_history_into_the_charts(panels, data) -> None:
     assert panel.wait(timeout=30)
     assert run.state is gw.RunState.FINISHED and run.step == STEPS
     history = panel.runs[0].history
-    dash = panel.dashboard
+    dash = panel.live.dashboard
     assert dash.layers == history.layers == run.recorder.layers
     np.testing.assert_array_equal(dash.flow.profile.y, history.grad_norm[-1])
     assert dash.grad.lines.labels == list(history.layers)
@@ -87,8 +87,8 @@ def test_train_draws_the_run_history_into_the_charts(panels, data) -> None:
     assert "Finished" in panel.status.text and panel.updates_sent >= 1
     assert panel.status.progress.layout.visibility == "hidden"
     findings = gw.diagnose(history)
-    assert (HEALTHY in panel.diagnosis.value) == (not findings)
-    assert all(f.title in panel.diagnosis.value for f in findings)
+    assert (HEALTHY in panel.live.diagnosis.value) == (not findings)
+    assert all(f.title in panel.live.diagnosis.value for f in findings)
 
 
 def test_diagnosed_remedies_are_highlighted(panels, data) -> None:
@@ -101,7 +101,7 @@ def test_diagnosed_remedies_are_highlighted(panels, data) -> None:
     styles = {n: b.button_style for n, b in panel.fixes.buttons.items()}
     assert {n for n, s in styles.items() if s == "warning"} == suggested
     flagged = {layer for f in findings for layer in f.layers}
-    assert set(panel.dashboard.flow.flagged.x) == flagged
+    assert set(panel.live.dashboard.flow.flagged.x) == flagged
 
 
 def test_retrain_starts_from_the_same_weights_and_data_order(panels, data) -> None:
@@ -214,7 +214,7 @@ def test_a_failing_model_shows_the_error_and_the_panel_keeps_working(panels, dat
     assert panel.status.errors.layout.display == "block"
     assert "boom in forward" in "".join(o["text"] for o in panel.status.errors.outputs)
     assert len(panel.runs[0].history) == 5  # the partial history is kept and shown
-    assert panel.dashboard is not None and panel.dashboard.grad.lines.x[-1] == 4
+    assert panel.live.dashboard is not None and panel.live.dashboard.grad.lines.x[-1] == 4
     Flaky.fail = False
     assert panel.train() is not None and panel.wait(timeout=30)
     assert panel.runs[1].run.state is gw.RunState.FINISHED
@@ -271,7 +271,7 @@ def test_own_loop_refresh_is_throttled_but_live(panels, data) -> None:
     assert captures > 200
     assert 3 <= sent_while_training <= 20.0 * elapsed + 2
     panel.wait()
-    assert panel.dashboard.grad.lines.x[-1] == panel.recorder.history.steps[-1]
+    assert panel.live.dashboard.grad.lines.x[-1] == panel.recorder.history.steps[-1]
     assert f"step {captures}" in panel.status.text
 
 
@@ -284,7 +284,7 @@ def test_own_loop_mode_buttons_and_capture_rules(panels, data) -> None:
     own_loop(panel, model, data, steps=12)
     panel.wait()
     np.testing.assert_array_equal(
-        panel.dashboard.flow.profile.y, panel.recorder.history.grad_norm[-1]
+        panel.live.dashboard.flow.profile.y, panel.recorder.history.grad_norm[-1]
     )
     panel.fixes.buttons["relu"].click()
     assert "panel.remedied_model(['relu'])" in panel.status.text
@@ -340,6 +340,6 @@ def test_close_leaves_no_hooks_threads_or_open_widgets(data) -> None:
     assert set(gradwidget_threads()) - before == set()
     for panel in (watched, managed):
         assert panel.comm is None and panel.fixes.comm is None
-        assert panel.dashboard is None or panel.dashboard.grad.lines.comm is None
+        assert panel.live.dashboard is None or panel.live.dashboard.grad.lines.comm is None
     assert managed.train() is None and managed.status.text == "This panel is closed."
     json.dumps(managed.comparison().to_dict())  # results stay readable after close

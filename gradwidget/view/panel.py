@@ -9,51 +9,33 @@ Either way a refresher thread redraws at most ``refresh_hz`` times a second from
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as w
 from torch import nn
 
-from ..diagnosis import Thresholds, diagnose
+from ..diagnosis import Thresholds
 from ..errors import GradWidgetError, RemedyNotApplicable
 from ..history import History
 from ..recorder import Recorder
 from ..remedies import LABELS, REMEDY_NAMES, apply_remedies
-from ..training import Run, RunState, TrainConfig
+from ..training import Run, TrainConfig
 from . import _export
 from ._refresher import Refresher
 from ._widgets import close_tree
 from .compare import CompareView
-from .dashboard import Dashboard
-from .findings import DiagnosisBox
 from .fixes import FixBar
+from .live import LiveCharts
+from .runs import RunRecord, unique_name
 from .status import StatusBar
 
 __all__ = ["GradPanel", "RunRecord", "watch"]
 
-_HEAVY_EVERY_S = 1.0  # diagnosis, heat map and comparison: at most this often
 _CLOSE_WAIT_S = 10.0  # a run stops within a step; a step stuck longer is the model's bug
 _OWN_LOOP = "This panel watches your own loop: call panel.capture(loss) after loss.backward()."
 _WATCHED: weakref.WeakKeyDictionary[nn.Module, GradPanel] = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One run of a panel: its name, remedies, the model it trains and the :class:`Run`."""
-
-    name: str
-    remedies: tuple[str, ...]
-    model: nn.Module
-    run: Run
-
-    @property
-    def history(self) -> History:
-        """A snapshot of the run's history."""
-        return self.run.history
 
 
 class GradPanel(w.VBox):
@@ -104,7 +86,6 @@ class GradPanel(w.VBox):
         self._active: Run | None = None
         self._shown: Run | None = None
         self._seen: tuple[int, int] | None = None
-        self._last_heavy = -float("inf")
         self._draw_error = ""
         self.recorder = self._attach(model) if data is None else None
         self._build()
@@ -115,14 +96,12 @@ class GradPanel(w.VBox):
         self.train_button = _button("Train", "play", "gw-train", lambda _: self.train())
         self.stop_button = _button("Stop", "stop", "gw-stop", lambda _: self.stop())
         self.status = StatusBar()
-        self.dashboard: Dashboard | None = None
-        self.charts = w.VBox([w.HTML("<i>The charts appear with the first training step.</i>")])
-        self.diagnosis = DiagnosisBox(LABELS)
+        self.live = LiveCharts(self.thresholds)
         self.fixes = FixBar(self._initial, self._on_fixes_changed, self.retrain)
         self.compare = CompareView(self.remove_run)
         self.compare.layout.display = "none"
         toolbar = w.HBox([self.train_button, self.stop_button, self.status])
-        super().__init__([toolbar, self.charts, self.diagnosis, self.fixes, self.compare])
+        super().__init__([toolbar, self.live, self.fixes, self.compare])
         self.add_class("gw-panel")
         if self.recorder is not None:
             for button in (self.train_button, self.stop_button):
@@ -179,12 +158,12 @@ class GradPanel(w.VBox):
         return None
 
     def _start(self, label: str, names: tuple[str, ...], model: nn.Module) -> Run:
-        taken = {r.name for r in self.runs}
-        name = next(n for i in range(1, len(taken) + 2) if (n := _numbered(label, i)) not in taken)
+        name = unique_name(label, {r.name for r in self.runs})
         run = Run(model, self.data, self.config, name=name)
         self.runs.append(RunRecord(name, names, model, run))
         self._active = self._shown = run
-        self._seen, self._last_heavy = None, -float("inf")
+        self._seen = None
+        self.live.restart()
         self.train_button.disabled = True
         self.fixes.allow_retrain("A run is in progress.")
         self.status.say(f"{name}: starting…")
@@ -296,32 +275,12 @@ class GradPanel(w.VBox):
 
     def _draw(self, final: bool) -> None:
         snapshot = self.recorder.history if self.recorder is not None else self._shown.history
-        if len(snapshot) == 0:
-            return
-        if self.dashboard is None or self.dashboard.layers != snapshot.layers:
-            self._replace_dashboard(Dashboard(snapshot.layers, self._band))
-        heavy = final or time.monotonic() - self._last_heavy >= _HEAVY_EVERY_S
-        if heavy:
-            self._last_heavy = time.monotonic()
-            findings = diagnose(snapshot, self.thresholds)
-            self.diagnosis.show(findings)
-            self.fixes.suggest(r for f in findings for r in f.remedies)
-            self.dashboard.flag(findings)
-        self.dashboard.update(snapshot, force=final)
-        if heavy and self.runs:
-            self._update_compare()
+        if self.live.draw(snapshot, final):
+            self.fixes.suggest(r for f in self.live.findings for r in f.remedies)
+            if self.runs:
+                self._update_compare()
         self._show_progress()
         self.updates_sent += 1
-
-    @property
-    def _band(self) -> tuple[float, float]:
-        return (self.thresholds.vanishing_ratio, self.thresholds.exploding_ratio)
-
-    def _replace_dashboard(self, dashboard: Dashboard) -> None:
-        old, self.dashboard = self.dashboard, dashboard
-        self.charts.children = (dashboard,)
-        if old is not None:
-            close_tree(old)
 
     def _update_compare(self) -> None:
         histories = {r.name: r.history for r in self.runs}
@@ -333,17 +292,11 @@ class GradPanel(w.VBox):
         if self.recorder is not None:
             self.status.say(f"Watching your loop: step {self.recorder.step}.")
         elif run is not None and not run.state.ended:
-            self.status.say(_describe(run))
-            self.status.show_progress(run.step, run.total_steps)
+            self.status.show_run(run)
 
     def _finish(self, run: Run) -> None:
         self._active = None
-        if run.state is RunState.FAILED:
-            self.status.show_error(run.message, run.error)
-        else:
-            tone = {RunState.FINISHED: "ok", RunState.DIVERGED: "warn"}.get(run.state, "info")
-            self.status.say(run.message, tone)
-        self.status.hide_progress()
+        self.status.show_end(run)
         self.train_button.disabled = False
         self.fixes.allow_retrain(None)
 
@@ -385,13 +338,3 @@ def _button(text: str, icon: str, css: str, handler: Any) -> w.Button:
     button.add_class(css)
     button.on_click(handler)
     return button
-
-
-def _numbered(label: str, i: int) -> str:
-    return label if i == 1 else f"{label} ({i})"
-
-
-def _describe(run: Run) -> str:
-    total = "?" if run.total_steps is None else run.total_steps
-    loss = "" if run.loss is None else f" · loss {run.loss:.3g}"
-    return f"{run.name}: step {run.step}/{total} · {run.steps_per_s:.0f} steps/s{loss}"

@@ -1,0 +1,66 @@
+"""The charts and the diagnosis of the run on show, redrawn from one snapshot at a time."""
+
+from __future__ import annotations
+
+import time
+
+import ipywidgets as w
+
+from ..diagnosis import Finding, Thresholds, diagnose
+from ..history import History
+from ..remedies import LABELS
+from ._widgets import close_tree
+from .dashboard import Dashboard
+from .findings import DiagnosisBox
+
+__all__ = ["LiveCharts"]
+
+_HEAVY_EVERY_S = 1.0  # the diagnosis (and with it the heat map): at most this often
+
+
+class LiveCharts(w.VBox):
+    """Dashboard of charts plus the diagnosis box; the dashboard follows the run's layers.
+
+    Parameters
+    ----------
+    thresholds : Thresholds
+        Rules of the diagnosis; its vanishing and exploding ratios bound the flow chart's band.
+    """
+
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.thresholds = thresholds
+        self.dashboard: Dashboard | None = None
+        self.findings: tuple[Finding, ...] = ()
+        self._last_heavy = -float("inf")
+        self.charts = w.VBox([w.HTML("<i>The charts appear with the first training step.</i>")])
+        self.diagnosis = DiagnosisBox(LABELS)
+        super().__init__([self.charts, self.diagnosis])
+
+    def restart(self) -> None:
+        """A new run is on show: diagnose it at its first draw."""
+        self._last_heavy = -float("inf")
+
+    def draw(self, snapshot: History, final: bool) -> bool:
+        """Redraw from ``snapshot``; True if the diagnosis ran too (due, or ``final``)."""
+        if len(snapshot) == 0:
+            return False
+        if self.dashboard is None or self.dashboard.layers != snapshot.layers:
+            self._replace(Dashboard(snapshot.layers, self._band))
+        heavy = final or time.monotonic() - self._last_heavy >= _HEAVY_EVERY_S
+        if heavy:
+            self._last_heavy = time.monotonic()
+            self.findings = tuple(diagnose(snapshot, self.thresholds))
+            self.diagnosis.show(self.findings)
+            self.dashboard.flag(self.findings)
+        self.dashboard.update(snapshot, force=final)
+        return heavy
+
+    @property
+    def _band(self) -> tuple[float, float]:
+        return (self.thresholds.vanishing_ratio, self.thresholds.exploding_ratio)
+
+    def _replace(self, dashboard: Dashboard) -> None:
+        old, self.dashboard = self.dashboard, dashboard
+        self.charts.children = (dashboard,)
+        if old is not None:
+            close_tree(old)
