@@ -185,7 +185,7 @@ def jupyter(
     home = tmp_path_factory.mktemp(f"jupyter-{app}")
     root = home / "root"
     root.mkdir()
-    env = _fresh_jupyter_env(home, {"GW_STEPS": os.environ.get("GW_BROWSER_STEPS", "60")})
+    env = _fresh_jupyter_env(home, {"GW_STEPS": os.environ.get("GW_BROWSER_STEPS", "120")})
     port, token = _free_port(), secrets.token_hex(16)
     log = home / "server.log"
     with log.open("w") as sink:
