@@ -41,7 +41,7 @@ class Settings:
     profile_steps: int
 
 
-FULL = Settings(7, None, (1, 10, 100), (1,), 300, 5, 3.0, 3, 1_000_000, 20_000, 30)
+FULL = Settings(12, None, (1, 10, 100), (1,), 300, 5, 3.0, 3, 1_000_000, 20_000, 30)
 QUICK = Settings(3, 10, (1,), (1,), 30, 1, 0.3, 1, 25_000, 200, 5)
 
 
@@ -53,9 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # the machine is shared; one thread keeps ratios stable
     device = _device(args.device)
     names = args.models.split(",")
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
     results = _run_all(settings, names, device)
     results["meta"] = _meta(device, args.quick, time.perf_counter() - started)
+    # Other processes on the machine widen the spread: say how busy it was.
+    results["meta"]["load_avg_start_end"] = f"{load:.1f} / {os.getloadavg()[0]:.1f}"
     stem = device.type + ("-quick" if args.quick else "")
     md, js = report.write(results, Path(args.out), stem)
     print(f"wrote {md} and {js}")
@@ -101,7 +103,7 @@ def _run_all(s: Settings, names: list[str], device: torch.device) -> dict[str, A
         from .cuda import count_syncs
         from .overhead import contenders_for
 
-        sections["cuda_syncs"] = lambda: count_syncs(first, contenders_for((1,), 10), 20, device)
+        sections["cuda_syncs"] = lambda: count_syncs(first, contenders_for((1,)), 20, device)
     for key, fn in sections.items():
         print(f"{key}", flush=True)
         results[key] = _guarded(fn)

@@ -1,14 +1,16 @@
-"""Interleaved timing: every configuration trains its own copy of a model, round by round.
+"""Interleaved timing: every configuration trains its own copy of a model, block by block.
 
-In each round every configuration (the plain loop among them) runs one block of ``B`` steps, in
-a freshly shuffled order, so drifts of clock speed, caches and background load hit all of them
-alike. A configuration's ratio in a round is its block time over the plain block of the same
-round; the reported figure is the median over rounds with its spread.
+In each round the configurations run one block each, in a freshly shuffled order, with a block
+of the plain loop before and after every one: ``P C1 P C2 P ... Cn P``. A configuration's ratio
+in a round is its time per step over the mean time per step of the two plain blocks around it,
+so a burst of load from elsewhere hits both sides of the ratio. The reported figure is the
+median over rounds with its spread.
 
-Configurations that sample every ``k > B`` steps are numbered so that each block starts with a
-sampled step, then charged per ``k`` steps: ``(T + (k - B) * t_rest) / (k * t_plain)``, where
-``t_rest`` is the mean unsampled step of the same block. Every copy starts from the same weights
-and sees the same batches, so all copies follow the same trajectory.
+Configurations that sample every ``k`` steps with ``k`` longer than a block are numbered so that
+each block starts with a sampled step, then charged per ``k`` steps:
+``(T + (k - n) * t_rest) / k`` per step, where ``t_rest`` is the mean unsampled step of the same
+block. The Recorder keeps its own sampling phase, so its blocks are ``k`` steps long instead.
+Every copy starts from the same weights and sees the same batches.
 """
 
 from __future__ import annotations
@@ -74,11 +76,16 @@ class Lane:
             None if kind is None else make_monitor(kind, self.model, contender.interval)
         )
         self.device = device
-        self.first_s: list[float] = []
-        self.block_s: list[float] = []
+        self.blocks: list[tuple[float, float, int]] = []  # (first step s, block s, steps)
+        self.reference: list[float] = []  # plain seconds per step around each block
 
-    def run_block(self, batches: list, first_batch: int, first_step: int, steps: int) -> None:
-        """Time ``steps`` steps; the first one separately (it may be the sampled one)."""
+    def block_steps(self, block: int) -> int:
+        """Steps per block: a Recorder sampling every k > block steps gets blocks of k."""
+        k, kind = self.contender.interval, str(self.contender.kind)
+        return k if kind.startswith("gw_") and k > block else block
+
+    def run_block(self, batches: list, first_batch: int, first_step: int, steps: int) -> float:
+        """Time ``steps`` steps, the first one also alone; return seconds per step."""
         self._sync()
         start = time.perf_counter()
         first = 0.0
@@ -88,8 +95,9 @@ class Lane:
                 self._sync()
                 first = time.perf_counter() - start
         self._sync()
-        self.first_s.append(first)
-        self.block_s.append(time.perf_counter() - start)
+        total = time.perf_counter() - start
+        self.blocks.append((first, total, steps))
+        return total / steps
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> None:
         x, y = batch
@@ -139,47 +147,45 @@ def interleave(
         Steps per block (at least 2); default ``workload.block``.
     """
     steps = block or workload.block
-    plain = Contender(None)
-    lanes = [Lane(c, workload, device) for c in [plain, *contenders]]
+    plain = Lane(Contender(None), workload, device)
+    lanes = [Lane(c, workload, device) for c in contenders]
     batches = make_batches(workload, 8, device)
     order = random.Random(0)
     try:
         for r in range(warmup_rounds + rounds):
             order.shuffle(lanes)
+            before = plain.run_block(batches, r * steps, 0, steps)
             for lane in lanes:
+                n = lane.block_steps(steps)
                 # A lane sampling more rarely than once a block gets one sampled step per block.
-                first_step = r * max(lane.contender.interval, steps)
-                lane.run_block(batches, r * steps, first_step, steps)
-        return _timings(lanes, plain, steps, warmup_rounds)
+                lane.run_block(batches, r * steps, r * max(lane.contender.interval, n), n)
+                after = plain.run_block(batches, r * steps, 0, steps)
+                lane.reference.append((before + after) / 2)
+                before = after
+        return _timings(lanes, warmup_rounds)
     finally:
-        for lane in lanes:
+        for lane in [plain, *lanes]:
             lane.close()
 
 
-def _timings(lanes: list[Lane], plain: Contender, steps: int, skip: int) -> list[Timing]:
-    ref = next(lane for lane in lanes if lane.contender == plain)
-    plain_block = np.asarray(ref.block_s[skip:])
-    plain_step_ms = float(np.median(plain_block)) / steps * 1e3
+def _timings(lanes: list[Lane], skip: int) -> list[Timing]:
     timings = []
     for lane in lanes:
-        if lane is ref:
-            continue
+        first, total, n = (np.asarray(column) for column in zip(*lane.blocks[skip:], strict=True))
+        reference = np.asarray(lane.reference[skip:])
         k = lane.contender.interval
-        block_s, first_s = np.asarray(lane.block_s[skip:]), np.asarray(lane.first_s[skip:])
-        amortized = k > steps
+        amortized = bool(np.any(k > n))
         if amortized:
-            rest = (block_s - first_s) / (steps - 1)
-            per_step = (block_s + (k - steps) * rest) / k
+            rest = (total - first) / (n - 1)
+            per_step = (total + (k - n) * rest) / k
         else:
-            per_step = block_s / steps
-        ratios = per_step / (plain_block / steps)
-        step_ms = float(np.median(per_step)) * 1e3
+            per_step = total / n
         timings.append(
             Timing(
                 lane.contender,
-                tuple(map(float, ratios)),
-                step_ms,
-                plain_step_ms,
+                tuple(map(float, per_step / reference)),
+                float(np.median(per_step)) * 1e3,
+                float(np.median(reference)) * 1e3,
                 amortized,
                 lane.extra(),
             )

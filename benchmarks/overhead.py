@@ -55,15 +55,10 @@ class OverheadRow:
         return None if self.target is None else self.median <= self.target
 
 
-def contenders_for(sweep: tuple[int, ...], block: int) -> list[Contender]:
-    """The required configurations plus every kind at each interval of ``sweep``.
-
-    The Recorder keeps its own sampling phase, so it is timed only at intervals that divide the
-    block: each block then holds the same number of sampled steps.
-    """
+def contenders_for(sweep: tuple[int, ...]) -> list[Contender]:
+    """The required configurations plus every kind at each interval of ``sweep``."""
     swept = [Contender(kind, k) for kind in LABELS for k in sweep]
-    every = list(dict.fromkeys([*_REQUIRED, *swept]))  # keep order, drop repeats
-    return [c for c in every if not str(c.kind).startswith("gw_") or block % c.interval == 0]
+    return list(dict.fromkeys([*_REQUIRED, *swept]))  # keep order, drop repeats
 
 
 def measure_overhead(
@@ -74,8 +69,7 @@ def measure_overhead(
     block: int | None = None,
 ) -> list[OverheadRow]:
     """Time every configuration on ``workload``, interleaved with the plain loop."""
-    steps = block or workload.block
-    timings = interleave(workload, contenders_for(sweep, steps), rounds, device, steps)
+    timings = interleave(workload, contenders_for(sweep), rounds, device, block)
     return [_row(workload, t) for t in timings]
 
 

@@ -122,11 +122,14 @@ def panel_throughput(workload: Workload, steps: int, rounds: int) -> dict[str, A
     """Steps/s of ``GradPanel.train()`` over steps/s of a plain loop, interleaved by round."""
     batch = workload.input_shape[0]
     data = _dataset(workload, 16)
-    ratios, plain, managed = [], [], []
+    # Plain runs before and after every panel run: P G P G ... P.
+    plain = [_plain_steps_per_s(workload, data, steps, batch)]
+    managed, ratios = [], []
     for _ in range(rounds):
-        plain.append(_plain_steps_per_s(workload, data, steps, batch))
         managed.append(_panel_steps_per_s(workload, data, steps, batch))
-        ratios.append(managed[-1] / plain[-1])
+        plain.append(_plain_steps_per_s(workload, data, steps, batch))
+        around = (1 / plain[-2] + 1 / plain[-1]) / 2  # plain seconds per step
+        ratios.append(managed[-1] * around)
     return {
         "model": workload.name,
         "steps": steps,

@@ -70,7 +70,7 @@ WORKLOADS: dict[str, Workload] = {
             "MLP 10x256 sigmoid, batch 128",
             lambda: mlp(10, 256, nn.Sigmoid),
             (128, 64),
-            block=100,
+            block=20,
         ),
         Workload(
             "mlp20",
@@ -79,7 +79,7 @@ WORKLOADS: dict[str, Workload] = {
             (128, 64),
             block=10,
         ),
-        Workload("cnn6", "CNN 6 conv, 32x32x3, batch 64", cnn6, (64, 3, 32, 32), block=10),
+        Workload("cnn6", "CNN 6 conv, 32x32x3, batch 64", cnn6, (64, 3, 32, 32), block=5),
     )
 }
 

@@ -115,20 +115,20 @@ def test_wandb_histograms_only_on_logged_steps_and_unhooks(model: nn.Module) -> 
     assert all(not p._backward_hooks for p in model.parameters())
 
 
-def test_amortized_ratio_charges_one_sampled_step_per_interval() -> None:
-    def lane(kind: str | None, interval: int, first: float, block: float) -> SimpleNamespace:
+def test_ratio_uses_plain_blocks_around_and_amortizes_rare_samples() -> None:
+    def lane(kind: str, interval: int, blocks: list, reference: list) -> SimpleNamespace:
         return SimpleNamespace(
-            contender=Contender(kind, interval),
-            first_s=[first],
-            block_s=[block],
-            extra=dict,
+            contender=Contender(kind, interval), blocks=blocks, reference=reference, extra=dict
         )
 
-    # Plain: 10 steps of 1 s. Sampled every 100 steps: the sampled step takes 3 s, others 1 s.
-    lanes = [lane(None, 1, 1.0, 10.0), lane("wandb", 100, 3.0, 12.0), lane("floor", 1, 1.1, 11.0)]
-    rare, every = _timings(lanes, lanes[0].contender, steps=10, skip=0)
-    assert rare.amortized and rare.ratios[0] == pytest.approx((3 + 99 * 1) / 100)
-    assert not every.amortized and every.ratios[0] == pytest.approx(1.1)
+    # Blocks of 10 steps around a plain step of 1 s. Sampled every 100 steps: the sampled
+    # (first) step of a block takes 3 s, the others 1 s. A warm-up block of 9 s is skipped.
+    rare = lane("wandb", 100, [(9.0, 9.0, 10), (3.0, 12.0, 10)], [1.0, 1.0])
+    every = lane("floor", 1, [(9.0, 9.0, 10), (1.1, 11.0, 10)], [1.0, 2.0])
+    rare_t, every_t = _timings([rare, every], skip=1)
+    assert rare_t.amortized and rare_t.ratios == pytest.approx(((3 + 99 * 1) / 100,))
+    assert not every_t.amortized and every_t.ratios == pytest.approx((1.1 / 2.0,))
+    assert every_t.plain_step_ms == pytest.approx(2000.0)
 
 
 def test_comm_tap_counts_widget_openings_and_updates() -> None:
