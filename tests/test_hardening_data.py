@@ -87,16 +87,6 @@ CASES = {
         ("corrupt record 30", "batch 4", "Dataset"),
     ),
 }
-XFAIL = {
-    "DataLoader raises midway": "a loader's exception is reported as a TrainingError that "
-    "neither blames the data nor says what to fix",
-}
-PARAMS = [
-    pytest.param(name, id=name, marks=pytest.mark.xfail(strict=True, reason=XFAIL[name]))
-    if name in XFAIL
-    else pytest.param(name, id=name)
-    for name in CASES
-]
 
 
 @pytest.fixture
@@ -118,7 +108,7 @@ def headless_message(case: Case) -> str:
     return str(raised.value)
 
 
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", CASES)
 def test_bad_data_or_loss_names_problem_and_fix_headless_and_in_the_panel(
     name: str, panels: Callable[..., gw.GradPanel]
 ) -> None:
@@ -150,7 +140,7 @@ def test_the_panel_trains_once_the_settings_are_corrected(
     assert panel.wait(timeout=30)
     assert [r.run.state for r in panel.runs] == [gw.RunState.FAILED, gw.RunState.FINISHED]
     assert panel.status.text.startswith("Finished")
-    assert panel.dashboard is not None and panel.dashboard.grad.lines.x[-1] == STEPS - 1
+    assert panel.live.dashboard is not None and panel.live.dashboard.grad.lines.x[-1] == STEPS - 1
 
 
 def test_a_diverging_run_ends_cleanly_keeps_its_history_and_is_diagnosed(
@@ -166,8 +156,8 @@ def test_a_diverging_run_ends_cleanly_keeps_its_history_and_is_diagnosed(
     assert len(loss) == run.step and not np.isfinite(loss[-1]) and np.isfinite(loss[0])
     findings = gw.diagnose(history)
     assert findings[0].kind == "non_finite" and findings[0].severity is gw.Severity.CRITICAL
-    assert findings[0].title in panel.diagnosis.value
-    assert panel.dashboard.grad.lines.x[-1] == run.step - 1  # drawn up to the last step
+    assert findings[0].title in panel.live.diagnosis.value
+    assert panel.live.dashboard.grad.lines.x[-1] == run.step - 1  # drawn up to the last step
     headless = gw.train(model("relu"), (X, Y), steps=200, batch_size=8, lr=1e6)
     assert headless.state is gw.RunState.DIVERGED and headless.message == run.message
     assert panel.retrain(["batchnorm"]) is not None and panel.wait(timeout=30)

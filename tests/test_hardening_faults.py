@@ -124,11 +124,6 @@ def test_a_keyboard_interrupt_in_a_managed_run_stops_it_and_the_panel_goes_on(pa
     assert panel.runs[1].run.state is gw.RunState.FINISHED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Run.join relies on Thread.join, which CPython 3.11 breaks when Ctrl-C interrupts it "
-    "(the running thread is marked stopped), so the next wait() returns before the run ends",
-)
 def test_an_interrupt_while_waiting_reaches_the_user_and_stop_still_works(panels) -> None:
     panel = panels(mlp(), DATA, steps=LONG, batch_size=8)
     run = panel.train()
