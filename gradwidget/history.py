@@ -141,7 +141,7 @@ class _Metric:
         if obj is None:
             return self
         last = obj.series(self.name).last
-        return last[:, 0] if obj.width(self.name) == 1 else last
+        return last[:, 0] if self.name in _SCALARS else last
 
 
 class History:

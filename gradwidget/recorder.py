@@ -220,7 +220,8 @@ class Recorder:
             moved = self._per_layer(values.pop("update_norm"), everything)
             # The update belongs to the sampled step, before the optimizer moved the weights.
             self._history.append("weight_norm", step - 1, weight)
-            self._history.append("update_ratio", step - 1, moved / weight)
+            ratio = np.divide(moved, weight, out=np.full_like(moved, np.nan), where=weight > 0)
+            self._history.append("update_ratio", step - 1, ratio)
         for name, row in values.items():  # activation statistics
             self._history.append(name, step, row)
 
