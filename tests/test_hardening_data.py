@@ -8,7 +8,7 @@ very message, keep its error box, and train again once the settings are correcte
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -87,19 +87,6 @@ CASES = {
         ("corrupt record 30", "batch 4", "Dataset"),
     ),
 }
-
-
-@pytest.fixture
-def panels() -> Iterator[Callable[..., gw.GradPanel]]:
-    made: list[gw.GradPanel] = []
-
-    def make(*args: Any, **kwargs: Any) -> gw.GradPanel:
-        made.append(gw.GradPanel(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for panel in made:
-        panel.close()
 
 
 def headless_message(case: Case) -> str:

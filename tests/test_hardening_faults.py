@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import torch
@@ -25,19 +23,6 @@ G = torch.Generator().manual_seed(0)
 DATA = (torch.randn(64, FEATURES, generator=G), torch.randint(0, CLASSES, (64,), generator=G))
 LONG = 100_000  # steps that will not finish during a test: the run must be stopped
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-
-
-@pytest.fixture
-def panels() -> Iterator[Callable[..., gw.GradPanel]]:
-    made: list[gw.GradPanel] = []
-
-    def make(*args: Any, **kwargs: Any) -> gw.GradPanel:
-        made.append(gw.GradPanel(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for panel in made:
-        panel.close()
 
 
 def mlp(activation: str = "sigmoid") -> nn.Sequential:

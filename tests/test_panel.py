@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -18,20 +17,6 @@ from gradwidget.view.findings import HEALTHY
 
 torch.set_num_threads(1)
 STEPS = 40
-
-
-@pytest.fixture
-def panels() -> Iterator[Callable[..., gw.GradPanel]]:
-    """Make panels that are closed after the test, whatever happens."""
-    made: list[gw.GradPanel] = []
-
-    def make(*args, **kwargs) -> gw.GradPanel:
-        made.append(gw.GradPanel(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for panel in made:
-        panel.close()
 
 
 @pytest.fixture(scope="module")
