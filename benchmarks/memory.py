@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tracemalloc
@@ -87,6 +86,13 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _peak_rss_mb() -> float:
+    # VmHWM starts afresh in a new process image; getrusage's ru_maxrss keeps the parent's peak.
+    with open("/proc/self/status") as status:
+        line = next(ln for ln in status if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def _long_run(steps: int) -> RunMemory:
     from gradwidget import Recorder
 
@@ -106,8 +112,7 @@ def _long_run(steps: int) -> RunMemory:
             if step == steps // 10:
                 warm = _rss_mb()
         rss = _rss_mb()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return RunMemory(steps, warm, rss, peak)
+    return RunMemory(steps, warm, rss, _peak_rss_mb())
 
 
 def run_memory(steps: int) -> RunMemory:

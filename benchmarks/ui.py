@@ -113,28 +113,47 @@ def _panel_steps_per_s(workload: Workload, data: tuple, steps: int, batch: int) 
             panel.close()
 
 
+def _run_steps_per_s(workload: Workload, data: tuple, steps: int, batch: int) -> float:
+    """A gradwidget Run without a panel: training.py's loop and the default Recorder."""
+    import gradwidget as gw
+
+    torch.manual_seed(0)
+    model = workload.build()
+    start = time.perf_counter()
+    gw.train(model, data, lr=0.01, steps=steps, batch_size=batch)
+    return steps / (time.perf_counter() - start)
+
+
 def _dataset(workload: Workload, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
     parts = make_batches(workload, batches, torch.device("cpu"))
     return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
 
 def panel_throughput(workload: Workload, steps: int, rounds: int) -> dict[str, Any]:
-    """Steps/s of ``GradPanel.train()`` over steps/s of a plain loop, interleaved by round."""
+    """Steps/s of ``GradPanel.train()`` and of ``gw.train`` over a plain loop's, interleaved.
+
+    ``gw.train`` (a Run with its Recorder, no panel) splits the panel's cost into that of the
+    training loop and that of the live view.
+    """
     batch = workload.input_shape[0]
     data = _dataset(workload, 16)
-    # Plain runs before and after every panel run: P G P G ... P.
+    # Plain runs before and after every gradwidget run: P R G P R G ... P.
     plain = [_plain_steps_per_s(workload, data, steps, batch)]
-    managed, ratios = [], []
+    runs, managed, run_ratios, ratios = [], [], [], []
     for _ in range(rounds):
+        runs.append(_run_steps_per_s(workload, data, steps, batch))
         managed.append(_panel_steps_per_s(workload, data, steps, batch))
         plain.append(_plain_steps_per_s(workload, data, steps, batch))
         around = (1 / plain[-2] + 1 / plain[-1]) / 2  # plain seconds per step
+        run_ratios.append(runs[-1] * around)
         ratios.append(managed[-1] * around)
     return {
         "model": workload.name,
         "steps": steps,
         "plain_steps_per_s": spread(plain)["median"],
+        "run_steps_per_s": spread(runs)["median"],
         "panel_steps_per_s": spread(managed)["median"],
+        "run_ratio": spread(run_ratios),
         "ratio": spread(ratios),
     }
 
