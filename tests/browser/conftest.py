@@ -25,7 +25,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from playwright.sync_api import ConsoleMessage, Error, Page
+from playwright.sync_api import ConsoleMessage, Error, Locator, Page
 
 REPO = Path(__file__).resolve().parents[2]
 DONE_MARKER = "gw-notebook-done"
@@ -68,7 +68,7 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 
 @pytest.fixture
 def browser_context_args(browser_context_args: dict) -> dict:
-    return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}}
+    return {**browser_context_args, "viewport": {"width": 1400, "height": 1800}}
 
 
 @dataclass(frozen=True)
@@ -272,23 +272,23 @@ class NotebookDriver:
             self.page.wait_for_timeout(250)
         pytest.fail(f"the notebook did not finish in {timeout_s} s\n{self.server.log_tail()}")
 
-    def line_paths(self, chart: str) -> list[str]:
-        """The ``d`` of every data line of the chart with CSS class ``chart`` (not the legend)."""
-        lines = self.page.locator(f".{chart} g.curve path.line")
+    def line_paths(self, chart: Locator) -> list[str]:
+        """The ``d`` of every data line of the bqplot figure ``chart`` (not its legend)."""
+        lines = chart.locator("g.curve path.line")
         return [lines.nth(i).get_attribute("d") or "" for i in range(lines.count())]
 
-    def wait_for_lines(self, chart: str, timeout_s: float = 60) -> list[str]:
-        """Wait until the chart draws at least one non-empty line; return the paths."""
+    def wait_for_lines(self, chart: Locator, timeout_s: float = 60) -> list[str]:
+        """Wait until ``chart`` draws at least one non-empty line; return the paths."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             paths = self.line_paths(chart)
             if any(len(d) > 10 for d in paths):
                 return paths
             self.page.wait_for_timeout(200)
-        pytest.fail(f"no line drawn in .{chart} within {timeout_s} s ({self.server.app})")
+        pytest.fail(f"no line drawn in {chart} within {timeout_s} s ({self.server.app})")
 
-    def wait_for_change(self, chart: str, before: list[str], timeout_s: float = 15) -> bool:
-        """Whether the chart's lines differ from ``before`` within ``timeout_s``."""
+    def wait_for_change(self, chart: Locator, before: list[str], timeout_s: float = 15) -> bool:
+        """Whether the lines of ``chart`` differ from ``before`` within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.line_paths(chart) != before:
@@ -296,8 +296,10 @@ class NotebookDriver:
             self.page.wait_for_timeout(200)
         return False
 
-    def wait_for_standstill(self, chart: str, quiet_s: float = 2.0, timeout_s: float = 20) -> bool:
-        """Whether the chart's lines stay unchanged for ``quiet_s`` within ``timeout_s``.
+    def wait_for_standstill(
+        self, chart: Locator, quiet_s: float = 2.0, timeout_s: float = 20
+    ) -> bool:
+        """Whether the lines of ``chart`` stay unchanged for ``quiet_s`` within ``timeout_s``.
 
         Updates already in flight when training stops still arrive, so one still frame is not
         enough: the lines must hold still for a while.
@@ -310,10 +312,11 @@ class NotebookDriver:
                 return True
         return False
 
-    def screenshot(self, name: str, selector: str) -> Path:
-        """Save a screenshot of the element ``selector`` under ``screenshot_dir()``."""
+    def screenshot(self, name: str, element: Locator) -> Path:
+        """Save a screenshot of ``element`` as ``<app>-<name>.png`` under ``screenshot_dir()``."""
         path = screenshot_dir() / f"{self.server.app}-{name}.png"
-        self.page.locator(selector).first.screenshot(path=path)
+        element.scroll_into_view_if_needed()
+        element.screenshot(path=path)
         return path
 
 
@@ -322,6 +325,12 @@ def screenshot_dir() -> Path:
     folder = Path(os.environ.get("GW_SCREENSHOT_DIR", REPO / "artifacts" / "screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def repo_notebooks() -> Path:
+    """The repository's notebooks/ folder."""
+    return REPO / "notebooks"
 
 
 @pytest.fixture

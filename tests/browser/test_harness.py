@@ -46,11 +46,12 @@ widgets.VBox([stop, figure])""",
 def test_thread_animates_chart_until_stop_is_clicked(driver):
     driver.run_all(driver.write("harness.ipynb", ANIMATION))
     driver.wait_for_marker()
-    first = driver.wait_for_lines("gw-harness-chart")
-    assert driver.wait_for_change("gw-harness-chart", first), "the chart did not animate"
+    chart = driver.page.locator(".gw-harness-chart")
+    first = driver.wait_for_lines(chart)
+    assert driver.wait_for_change(chart, first), "the chart did not animate"
 
     driver.page.click(".gw-harness-stop")
-    assert driver.wait_for_standstill("gw-harness-chart"), "the chart kept moving after Stop"
+    assert driver.wait_for_standstill(chart), "the chart kept moving after Stop"
     assert driver.console.unexpected() == []
 
 
