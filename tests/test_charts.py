@@ -230,6 +230,8 @@ def test_compare_view_shares_scales_and_removes_runs() -> None:
     low, high = filled(seed=1), filled(seed=2)
     for step in range(300):  # a second run whose gradients are 1000x smaller
         high.append("grad_norm", 300 + step, np.full(3, 1e-6))
+    view.add_run("a")
+    view.add_run("b")
     view.update({"a": low, "b": high}, [])
     a, b = view.cells["a"].chart, view.cells["b"].chart
     assert a.x_scale is b.x_scale and a.y_scale is b.y_scale

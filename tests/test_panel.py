@@ -328,3 +328,32 @@ def test_close_leaves_no_hooks_threads_or_open_widgets(data) -> None:
         assert panel.live.dashboard is None or panel.live.dashboard.grad.lines.comm is None
     assert managed.train() is None and managed.status.text == "This panel is closed."
     json.dumps(managed.comparison().to_dict())  # results stay readable after close
+
+
+def test_the_refresher_thread_creates_no_widget(panels, monkeypatch) -> None:
+    """Widgets made off the kernel's thread break their views in the browser (bqplot)."""
+    import ipywidgets as w
+
+    made_off_thread: list[str] = []
+    original = w.Widget.open
+
+    def open_and_note(self: w.Widget) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            made_off_thread.append(type(self).__name__)
+        original(self)
+
+    monkeypatch.setattr(w.Widget, "open", open_and_note)
+    data = gw.datasets.spirals(n=200, classes=3, seed=0)
+    model = gw.models.deep_mlp(depth=3, width=8, in_features=2, out_features=3)
+    panel = panels(model, data, steps=100_000)
+    for start in (panel.train, lambda: panel.retrain(["relu", "he_init"])):
+        drawn = panel.updates_sent
+        start()
+        deadline = time.monotonic() + 20
+        while panel.updates_sent < drawn + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the refresher thread draws while the run goes on
+        panel.stop()
+        panel.wait()
+        assert panel.updates_sent >= drawn + 2
+    assert len(panel.compare.grid.children) == 2
+    assert made_off_thread == []

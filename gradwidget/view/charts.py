@@ -62,7 +62,7 @@ class GradChart:
 
     def __init__(
         self,
-        layers: Sequence[str],
+        layers: Sequence[str] = (),
         *,
         x_scale: bq.Scale | None = None,
         y_scale: bq.LogScale | None = None,
@@ -92,6 +92,14 @@ class GradChart:
         ]
         self.figure = figure([self.lines], axes, "gw-grad-chart", title, height)
 
+    def set_layers(self, layers: Sequence[str]) -> None:
+        """Show another run's layers: relabel and recolour the lines in place, clear them."""
+        self.layers = tuple(layers)
+        empty = np.zeros(0, np.float32)
+        with self.lines.hold_sync():
+            self.lines.x, self.lines.y = empty, empty
+            self.lines.labels, self.lines.colors = list(layers), depth_colors(len(layers))
+
     def update(self, history: History) -> None:
         """Draw the ``grad_norm`` series of ``history`` (needs two points to draw a line)."""
         s = history.series("grad_norm")
@@ -112,7 +120,7 @@ class FlowChart:
     """
 
     def __init__(self, layers: Sequence[str], band: tuple[float, float]) -> None:
-        self.layers = np.array(layers)
+        self.layers = np.array(layers, dtype=str)
         self.band = band
         x_scale, self.y_scale = bq.OrdinalScale(), bq.LogScale()
         scales = {"x": x_scale, "y": self.y_scale}
@@ -145,6 +153,14 @@ class FlowChart:
         marks = [self.range, self.profile, self.flagged]
         self.figure = figure(marks, axes, "gw-flow-chart", "Gradient flow (latest step)")
 
+    def set_layers(self, layers: Sequence[str]) -> None:
+        """Show another run's layers along the x axis, with nothing drawn yet."""
+        self.layers = np.array(layers, dtype=str)
+        with self.profile.hold_sync(), self.range.hold_sync(), self.flagged.hold_sync():
+            self.range.x, self.range.y = self.layers, np.zeros((2, 0), np.float32)
+            self.profile.x, self.profile.y = self.layers, np.zeros(0, np.float32)
+            self.flagged.x, self.flagged.y = self.layers[:0], np.zeros(0, np.float32)
+
     def update(self, history: History, flagged: Sequence[str] = ()) -> None:
         """Draw the newest ``grad_norm`` row and mark the layers in ``flagged``."""
         s = history.series("grad_norm")
@@ -173,7 +189,7 @@ class HeatChart:
         column_scale, color_scale = bq.LinearScale(), bq.ColorScale(scheme="viridis")
         self.map = bq.GridHeatMap(
             color=np.zeros((len(layers), 0), np.float32),
-            row=np.array(layers),
+            row=np.array(layers, dtype=str),
             column=np.zeros(0, np.float32),
             scales={"row": row_scale, "column": column_scale, "color": color_scale},
             stroke=None,
@@ -184,6 +200,14 @@ class HeatChart:
             bq.ColorAxis(scale=color_scale, label="log10 ‖g‖", side="right"),
         ]
         self.figure = figure([self.map], axes, "gw-heatmap", "log10 gradient norm")
+
+    def set_layers(self, layers: Sequence[str]) -> None:
+        """Show another run's layers as rows, with no column drawn yet."""
+        with self.map.hold_sync():
+            self.map.row, self.map.column = None, None  # validators compare them to color
+            self.map.color = np.zeros((len(layers), 0), np.float32)
+            self.map.row = np.array(layers, dtype=str)
+        self._last_draw = -np.inf
 
     def update(self, history: History, force: bool = False) -> bool:
         """Redraw unless the last redraw is too recent (``force`` skips the wait); True if drawn."""

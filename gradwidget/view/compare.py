@@ -78,43 +78,44 @@ class CompareView(w.VBox):
         super().__init__([title, self.grid, self.loss_figure, self.table])
         self.add_class("gw-compare")
 
+    def add_run(self, name: str) -> None:
+        """Make the widgets of run ``name``; call on the kernel's thread (see ``Dashboard``)."""
+        self.cells[name] = _RunCell(name, (), self.scales, self.on_remove)
+        colour = _RUN_COLOURS[len(self.loss_lines) % len(_RUN_COLOURS)]
+        line = bq.Lines(scales=self.loss_scales, labels=[name], colors=[colour])
+        line.display_legend = True
+        self.loss_lines[name] = line
+        self._show_runs()
+
     def update(self, histories: Mapping[str, History], rows: Sequence[RunSummary]) -> None:
-        """Show exactly the runs in ``histories`` (name -> snapshot) and the table ``rows``."""
-        self._sync_cells(histories)
-        for name, history in histories.items():
-            self.cells[name].chart.update(history)
-            self._update_loss(name, history)
+        """Show exactly the runs in ``histories`` (name -> snapshot) and the table ``rows``.
+
+        Only assigns traits, so the refresher thread may call it; runs not added with
+        :meth:`add_run` are left out.
+        """
+        for name in [n for n in self.cells if n not in histories]:
+            close_tree(self.cells.pop(name))
+            close_tree(self.loss_lines.pop(name))
+        self._show_runs()
+        for name, cell in self.cells.items():
+            history = histories[name]
+            if cell.chart.layers != history.layers:
+                cell.chart.set_layers(history.layers)
+            cell.chart.update(history)
+            self._update_loss(self.loss_lines[name], history)
         set_log_domain(self.scales[1], *(c.chart.lines.y for c in self.cells.values()))
         self.table.value = to_html(rows)
 
-    def _sync_cells(self, histories: Mapping[str, History]) -> None:
-        stale = [
-            name
-            for name, cell in self.cells.items()
-            if name not in histories or cell.chart.layers != histories[name].layers
-        ]
-        for name in stale:
-            close_tree(self.cells.pop(name))
-        for name, history in histories.items():
-            if name not in self.cells and len(history.layers):
-                self.cells[name] = _RunCell(name, history.layers, self.scales, self.on_remove)
-        for name in [n for n in self.loss_lines if n not in histories]:
-            close_tree(self.loss_lines.pop(name))
+    def _show_runs(self) -> None:
         with self.hold_sync():
             self.grid.children = tuple(self.cells.values())
             self.loss_figure.marks = list(self.loss_lines.values())
 
-    def _update_loss(self, name: str, history: History) -> None:
+    @staticmethod
+    def _update_loss(line: bq.Lines, history: History) -> None:
         s = history.series("loss")
         if len(s) < 2:
             return
-        line = self.loss_lines.get(name)
-        if line is None:
-            colour = _RUN_COLOURS[len(self.loss_lines) % len(_RUN_COLOURS)]
-            line = bq.Lines(scales=self.loss_scales, labels=[name], colors=[colour])
-            line.display_legend = True
-            self.loss_lines[name] = line
-            self.loss_figure.marks = [*self.loss_figure.marks, line]
         x, y = decimate_minmax(s.steps, s.lo, s.hi, 300)
         with line.hold_sync():
             line.x, line.y = x, np.ascontiguousarray(y[0])

@@ -22,6 +22,10 @@ def _row(*children: w.Widget) -> w.HBox:
 class Dashboard(w.VBox):
     """Gradient, flow, heat map, loss and activity charts of one run's layers.
 
+    Built once, on the kernel's thread: widgets created from another thread can reach the
+    browser before the models they refer to, and their views break. A new run's layers are
+    shown by :meth:`set_layers`, which only assigns traits and is safe from any thread.
+
     Parameters
     ----------
     layers : sequence of str
@@ -42,6 +46,12 @@ class Dashboard(w.VBox):
                 self.heat.figure,
             ]
         )
+
+    def set_layers(self, layers: Sequence[str]) -> None:
+        """Show another run's layers in every chart, with nothing drawn yet."""
+        self.layers, self.flagged = tuple(layers), ()
+        for chart in (self.grad, self.flow, self.heat, self.activity):
+            chart.set_layers(layers)
 
     def update(self, history: History, force: bool = False) -> None:
         """Redraw from ``history``; the heat map only if due or ``force``."""

@@ -9,7 +9,6 @@ import ipywidgets as w
 from ..diagnosis import Finding, Thresholds, diagnose
 from ..history import History
 from ..remedies import LABELS
-from ._widgets import close_tree
 from .dashboard import Dashboard
 from .findings import DiagnosisBox
 
@@ -29,7 +28,7 @@ class LiveCharts(w.VBox):
 
     def __init__(self, thresholds: Thresholds) -> None:
         self.thresholds = thresholds
-        self.dashboard: Dashboard | None = None
+        self.dashboard = Dashboard((), self._band)  # here, on the kernel's thread: see Dashboard
         self.findings: tuple[Finding, ...] = ()
         self._last_heavy = -float("inf")
         self.charts = w.VBox([w.HTML("<i>The charts appear with the first training step.</i>")])
@@ -44,8 +43,10 @@ class LiveCharts(w.VBox):
         """Redraw from ``snapshot``; True if the diagnosis ran too (due, or ``final``)."""
         if len(snapshot) == 0:
             return False
-        if self.dashboard is None or self.dashboard.layers != snapshot.layers:
-            self._replace(Dashboard(snapshot.layers, self._band))
+        if self.dashboard.layers != snapshot.layers:
+            self.dashboard.set_layers(snapshot.layers)
+        if self.charts.children != (self.dashboard,):
+            self.charts.children = (self.dashboard,)
         heavy = final or time.monotonic() - self._last_heavy >= _HEAVY_EVERY_S
         if heavy:
             self._last_heavy = time.monotonic()
@@ -58,9 +59,3 @@ class LiveCharts(w.VBox):
     @property
     def _band(self) -> tuple[float, float]:
         return (self.thresholds.vanishing_ratio, self.thresholds.exploding_ratio)
-
-    def _replace(self, dashboard: Dashboard) -> None:
-        old, self.dashboard = self.dashboard, dashboard
-        self.charts.children = (dashboard,)
-        if old is not None:
-            close_tree(old)

@@ -62,7 +62,7 @@ class ActivityChart:
     def __init__(self, layers: Sequence[str]) -> None:
         x_scale, y_scale = bq.OrdinalScale(), bq.LinearScale(min=0.0, max=1.0)
         self.bars = bq.Bars(
-            x=np.array(layers),
+            x=np.array(layers, dtype=str),
             y=np.zeros((2, len(layers)), np.float32),
             scales={"x": x_scale, "y": y_scale},
             type="grouped",
@@ -75,6 +75,12 @@ class ActivityChart:
             bq.Axis(scale=y_scale, side="left", tick_format=".0%"),
         ]
         self.figure = figure([self.bars], axes, "gw-act-chart", "Dead / saturated units")
+
+    def set_layers(self, layers: Sequence[str]) -> None:
+        """Show another run's layers along the x axis, all bars at zero."""
+        with self.bars.hold_sync():
+            self.bars.x = np.array(layers, dtype=str)
+            self.bars.y = np.zeros((2, len(layers)), np.float32)
 
     def update(self, history: History) -> None:
         """Draw the newest row of ``dead_frac`` and ``saturated_frac`` (NaN: not applicable: 0)."""

@@ -98,8 +98,8 @@ class GradPanel(w.VBox):
         self.status = StatusBar()
         self.live = LiveCharts(self.thresholds)
         self.fixes = FixBar(self._initial, self._on_fixes_changed, self.retrain)
+        # Joins the panel with the first run: bqplot lays out a hidden figure at zero size.
         self.compare = CompareView(self.remove_run)
-        self.compare.layout.display = "none"
         toolbar = w.HBox([self.train_button, self.stop_button, self.status])
         super().__init__([toolbar, self.live, self.fixes, self.compare])
         self.add_class("gw-panel")
@@ -161,6 +161,9 @@ class GradPanel(w.VBox):
         name = unique_name(label, {r.name for r in self.runs})
         run = Run(model, self.data, self.config, name=name)
         self.runs.append(RunRecord(name, names, model, run))
+        self.compare.add_run(name)
+        if self.compare not in self.children:
+            self.children = (*self.children, self.compare)
         self._active = self._shown = run
         self._seen = None
         self.live.restart()
@@ -285,7 +288,6 @@ class GradPanel(w.VBox):
     def _update_compare(self) -> None:
         histories = {r.name: r.history for r in self.runs}
         self.compare.update(histories, self._summaries(None))
-        self.compare.layout.display = "" if self.runs else "none"
 
     def _show_progress(self) -> None:
         run = self._active
