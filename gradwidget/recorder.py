@@ -140,13 +140,16 @@ class Recorder:
         """True once :meth:`close` has removed the hooks."""
         return self._closed
 
-    def capture(self, loss: torch.Tensor | float | None = None) -> None:
+    def capture(self, loss: torch.Tensor | float | None = None, *, force: bool = False) -> None:
         """Record this step. Call after ``loss.backward()`` and before ``optimizer.step()``.
 
         Parameters
         ----------
         loss : torch.Tensor or float, optional
             The step's loss; recorded alongside the gradient norms.
+        force : bool
+            Capture the gradients even if the sampling interval skips this step (e.g. the
+            step whose loss turned NaN: the evidence must not fall between samples).
         """
         if self._closed:
             raise GradWidgetError("This recorder is closed; create a new one to record again.")
@@ -154,7 +157,7 @@ class Recorder:
         if not self._ordered:
             self._fix_order()
         step = self.step
-        grads_due = step % self.grad_every == 0
+        grads_due = force or step % self.grad_every == 0
         acts_due = bool(self.act_every) and step % self.act_every == 0
         self._flush(step, grads_due, acts_due, loss)
         self.step += 1

@@ -71,12 +71,12 @@ class Stepper:
         self,
         x: torch.Tensor,
         y: torch.Tensor,
-        capture: Callable[[torch.Tensor], Any],
+        capture: Callable[..., Any],
         measure_accuracy: bool,
     ) -> StepResult:
         """Take one step on batch ``(x, y)``; returns the loss (maybe NaN) before the update.
 
-        ``capture(loss)`` runs after ``backward()`` and before ``optimizer.step()``. On a
+        ``capture(loss, force=...)`` runs after ``backward()`` and before ``optimizer.step()``. On a
         non-finite loss the optimizer does not step, so the weights stay as they were and the
         gradients that blew up are still there to look at.
         """
@@ -90,9 +90,10 @@ class Stepper:
             check_targets(output, y, self._default_loss)
         loss = self._loss(output, y)
         loss.backward()
-        capture(loss)
-        self.steps_done += 1
         value = loss.item()
+        # The step that diverged is always recorded, whatever the sampling interval.
+        capture(loss, force=not math.isfinite(value))
+        self.steps_done += 1
         if math.isfinite(value):
             self.optimizer.step()
         accuracy = _accuracy(output.detach(), y) if measure_accuracy else None

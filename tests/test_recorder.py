@@ -289,3 +289,15 @@ def test_without_activation_sampling_no_hook_outlives_the_first_step() -> None:
             rec.capture(_backward(model, shape))
             assert _hook_state(model) == before
         assert "dead_frac" not in rec.history.metrics
+
+
+def test_force_captures_a_step_the_interval_would_skip() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    with Recorder(model, budget=None) as rec:
+        rec.grad_every = 1000  # as if the time budget had thinned captures
+        for step in range(5):
+            model.zero_grad()
+            model(torch.randn(2, 4)).sum().backward()
+            rec.capture(float(step), force=step == 3)
+        assert rec.history.steps.tolist() == [0, 3]
+        assert rec.history.loss.tolist() == [0.0, 3.0]
