@@ -157,8 +157,9 @@ class FlowChart:
         """Show another run's layers along the x axis, with nothing drawn yet."""
         self.layers = np.array(layers, dtype=str)
         with self.profile.hold_sync(), self.range.hold_sync(), self.flagged.hold_sync():
-            self.range.x, self.range.y = self.layers, np.zeros((2, 0), np.float32)
-            self.profile.x, self.profile.y = self.layers, np.zeros(0, np.float32)
+            # y must match x in length at every moment the browser may see
+            self.range.x, self.range.y = self.layers, np.ones((2, len(layers)), np.float32)
+            self.profile.x, self.profile.y = self.layers, np.ones(len(layers), np.float32)
             self.flagged.x, self.flagged.y = self.layers[:0], np.zeros(0, np.float32)
 
     def update(self, history: History, flagged: Sequence[str] = ()) -> None:
@@ -185,11 +186,12 @@ class HeatChart:
     def __init__(self, layers: Sequence[str], max_columns: int = 200, min_interval: float = 1.0):
         self.max_columns, self.min_interval = max_columns, min_interval
         self._last_draw = -np.inf
+        rows = _heat_rows(layers)
         row_scale = bq.OrdinalScale(reverse=True)  # input layer at the top
         column_scale, color_scale = bq.LinearScale(), bq.ColorScale(scheme="viridis")
         self.map = bq.GridHeatMap(
-            color=np.zeros((len(layers), 0), np.float32),
-            row=np.array(layers, dtype=str),
+            color=np.zeros((len(rows), 0), np.float32),
+            row=rows,
             column=np.zeros(0, np.float32),
             scales={"row": row_scale, "column": column_scale, "color": color_scale},
             stroke=None,
@@ -205,8 +207,9 @@ class HeatChart:
         """Show another run's layers as rows, with no column drawn yet."""
         with self.map.hold_sync():
             self.map.row, self.map.column = None, None  # validators compare them to color
-            self.map.color = np.zeros((len(layers), 0), np.float32)
-            self.map.row = np.array(layers, dtype=str)
+            rows = _heat_rows(layers)
+            self.map.color = np.zeros((len(rows), 0), np.float32)
+            self.map.row = rows
         self._last_draw = -np.inf
 
     def update(self, history: History, force: bool = False) -> bool:
@@ -224,3 +227,10 @@ class HeatChart:
             self.map.column = columns
         self._last_draw = now
         return True
+
+
+def _heat_rows(layers: Sequence[str]) -> np.ndarray:
+    """Row labels of the heat map; two blank rows before any layer is known, because
+    bqplot's GridHeatMap model fails to initialise on a colour matrix with no row, and
+    squeezes a single row away."""
+    return np.array(layers or [" ", "  "], dtype=str)

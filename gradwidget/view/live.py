@@ -45,8 +45,6 @@ class LiveCharts(w.VBox):
             return False
         if self.dashboard.layers != snapshot.layers:
             self.dashboard.set_layers(snapshot.layers)
-        if self.charts.children != (self.dashboard,):
-            self.charts.children = (self.dashboard,)
         heavy = final or time.monotonic() - self._last_heavy >= _HEAVY_EVERY_S
         if heavy:
             self._last_heavy = time.monotonic()
@@ -54,6 +52,10 @@ class LiveCharts(w.VBox):
             self.diagnosis.show(self.findings)
             self.dashboard.flag(self.findings)
         self.dashboard.update(snapshot, force=final)
+        if self.charts.children != (self.dashboard,):
+            # Shown only once it holds data: a bqplot view created from a half-set state
+            # (layers known, values not yet) fails in the browser.
+            self.charts.children = (self.dashboard,)
         return heavy
 
     @property
