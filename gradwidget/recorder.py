@@ -113,7 +113,10 @@ class Recorder:
         self._ordered = False
         self._history = History(self.layers, capacity)
         self._probe = ActivationProbe(model, [(layer.name, layer.module) for layer in self._layers])
-        self._before_update: list[torch.Tensor] | None = None  # weights at the sampled step
+        # Weights at the sampled step, in buffers reused from sample to sample: allocating a
+        # copy of every parameter each time costs page faults on CPU.
+        self._before_update: list[torch.Tensor] = []
+        self._weight_norms: torch.Tensor | None = None  # set while an update is pending
         self._closed = False
         self._cost = _CostMeter()
         self._probe.arm()  # step 0 is always sampled: it also tells the execution order
@@ -159,18 +162,19 @@ class Recorder:
         step = self.step
         grads_due = force or step % self.grad_every == 0
         acts_due = bool(self.act_every) and step % self.act_every == 0
+        plain = grads_due and not acts_due and self._weight_norms is None
         self._flush(step, grads_due, acts_due, loss)
         self.step += 1
         self._rearm()
-        # Sampled steps also pay for activation statistics; the gradient interval is set from
-        # the cost of plain gradient captures only.
-        self._adapt(started, grads_due and not acts_due)
+        # Sampled steps and the step after them also pay for activation statistics and
+        # update ratios; the gradient interval is set from plain gradient captures only.
+        self._adapt(started, plain)
 
     def close(self) -> None:
         """Remove every hook this recorder added. Safe to call more than once."""
         self._probe.remove()
         self._probe.take()
-        self._before_update = None
+        self._before_update, self._weight_norms = [], None
         self._closed = True
 
     remove = close
@@ -202,11 +206,11 @@ class Recorder:
             present = [i for i, p in enumerate(self._param_list) if p.grad is not None]
             if present:
                 parts["grad_norm"] = _norms([self._param_list[i].grad for i in present], device)
-        if self._before_update is not None:
+        if self._weight_norms is not None:
             parts.update(self._update_norms(device))
         if acts_due:
             parts.update(self._activation_rows(device))
-            self._before_update = [p.detach().clone() for p in self._param_list]
+            self._keep_weights(device)
         if parts:
             host = torch.cat([t.reshape(-1).to(device, torch.float32) for t in parts.values()])
             self._append(step, _unflatten(parts, host.cpu().numpy()), present)
@@ -235,13 +239,20 @@ class Recorder:
         has_grad = np.bincount(owner, minlength=len(self._layers)) > 0
         return np.where(has_grad, np.sqrt(squares), np.nan)
 
+    def _keep_weights(self, device: torch.device) -> None:
+        params = [p.detach() for p in self._param_list]
+        if [b.shape for b in self._before_update] != [p.shape for p in params]:
+            self._before_update = [torch.empty_like(p) for p in params]
+        for buffer, param in zip(self._before_update, params, strict=True):
+            buffer.copy_(param)
+        self._weight_norms = _norms(params, device)
+
     def _update_norms(self, device: torch.device) -> dict[str, torch.Tensor]:
-        before, self._before_update = self._before_update, None
-        after = [p.detach() for p in self._param_list]
-        return {
-            "weight_norm": _norms(before, device),
-            "update_norm": _norms(torch._foreach_sub(after, before), device),
-        }
+        """Norms of the weights at the sample and of the step the optimizer took since."""
+        weight, self._weight_norms = self._weight_norms, None
+        moved = self._before_update
+        torch._foreach_sub_(moved, [p.detach() for p in self._param_list])  # in place: no copy
+        return {"weight_norm": weight, "update_norm": _norms(moved, device)}
 
     def _activation_rows(self, device: torch.device) -> dict[str, torch.Tensor]:
         stats = self._probe.take()
