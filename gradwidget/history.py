@@ -161,6 +161,7 @@ class History:
     """
 
     loss = _Metric()
+    train_loss = _Metric()
     grad_norm = _Metric()
     nonfinite = _Metric()
     weight_norm = _Metric()
@@ -216,6 +217,12 @@ class History:
         if buckets is not None:
             return buckets.width
         return 1 if name in _SCALARS else len(self.layers)
+
+    def loss_curve(self) -> Series:
+        """The densest loss series: ``train_loss`` (every step, written by a training run)
+        when there is one, else the ``loss`` recorded with each gradient capture."""
+        dense = self.series("train_loss")
+        return dense if len(dense) else self.series("loss")
 
     @property
     def steps(self) -> np.ndarray:
@@ -291,4 +298,4 @@ class History:
         return history
 
 
-_SCALARS = frozenset({"loss", "accuracy", "test_accuracy"})
+_SCALARS = frozenset({"loss", "train_loss", "accuracy", "test_accuracy"})

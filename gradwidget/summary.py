@@ -94,7 +94,7 @@ def summarize_history(
     name: str, remedies: Sequence[str], history: History, wall_time: float, threshold: float
 ) -> RunSummary:
     """Summarise a recorded ``history`` (for runs known only by their history)."""
-    loss = history.series("loss")
+    loss = history.loss_curve()
     return RunSummary(
         run=name,
         remedies=", ".join(remedies),

@@ -243,6 +243,9 @@ class Run:
         )
         self.step += 1
         self.loss = result.loss
+        # Every step's loss, already on the host: the recorder's own loss series is only as
+        # dense as its gradient captures, which the time budget may thin out.
+        self.recorder.live.append("train_loss", self._axis_step, result.loss)
         if not math.isfinite(result.loss):
             return False
         if result.accuracy is not None:

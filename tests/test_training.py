@@ -468,3 +468,18 @@ def test_a_model_without_parameters_cannot_train() -> None:
 def test_config_rejects_impossible_settings(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         gw.TrainConfig(**fields)
+
+
+def test_train_loss_holds_every_step_even_when_gradients_are_sampled() -> None:
+    data = gw.datasets.spirals(n=120, classes=3, seed=0)
+    model = gw.models.deep_mlp(depth=2, width=8, in_features=2, out_features=3)
+    recorder = gw.Recorder(model, budget=1e-9)  # a budget no capture can meet: sparse gradients
+    config = gw.TrainConfig(steps=50, batch_size=16)
+    run = gw.Run(model, data, config, recorder=recorder).start()
+    assert run.join(timeout=30) is gw.RunState.FINISHED
+    recorder.close()
+    history = run.history
+    assert len(history.steps) < 50
+    assert history.series("train_loss").steps.tolist() == list(range(50))
+    assert history.train_loss[-1] == pytest.approx(run.loss)
+    np.testing.assert_array_equal(history.loss_curve().last, history.series("train_loss").last)

@@ -113,7 +113,7 @@ class CompareView(w.VBox):
 
     @staticmethod
     def _update_loss(line: bq.Lines, history: History) -> None:
-        s = history.series("loss")
+        s = history.loss_curve()
         if len(s) < 2:
             return
         x, y = decimate_minmax(s.steps, s.lo, s.hi, 300)

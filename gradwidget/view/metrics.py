@@ -42,7 +42,7 @@ class LossChart:
     def update(self, history: History) -> None:
         """Draw each scalar series that has at least two points."""
         for name, line in self.lines.items():
-            s = history.series(name)
+            s = history.loss_curve() if name == "loss" else history.series(name)
             if len(s) < 2:
                 continue
             x, y = decimate_minmax(s.steps, s.lo, s.hi, self.max_points)
