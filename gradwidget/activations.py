@@ -31,7 +31,7 @@ _ACTIVATIONS: dict[type[nn.Module], str | None] = {
         None,
     ),
 }  # fmt: skip
-_SATURATED_BELOW, _SATURATED_ABOVE = 0.03, 0.97  # sigmoid outputs; tanh uses |x| > 0.97
+_SATURATED_ABOVE = 0.97  # sigmoid: above 0.97 or below 0.03; tanh: |x| above 0.97
 _CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase)
 
 
@@ -60,17 +60,23 @@ def activation_stats(xs: torch.Tensor, saturation: str | None, unit: int | None)
     mean = flat.sum(1) / n
     std = (torch.linalg.vector_norm(flat, dim=1).square() / n - mean.square()).clamp_min(0).sqrt()
     if unit is None:
-        dead = (flat == 0).float().mean(1)
+        dead = _fraction(flat == 0)
     else:
         dims = tuple(d for d in range(1, xs.ndim) if d != unit + 1)
-        dead = ((xs.amax(dims) == 0) & (xs.amin(dims) == 0)).float().mean(1)
-    if saturation == "sigmoid":
-        saturated = ((flat < _SATURATED_BELOW) | (flat > _SATURATED_ABOVE)).float().mean(1)
-    elif saturation == "tanh":
-        saturated = (flat.abs() > _SATURATED_ABOVE).float().mean(1)
-    else:
+        dead = _fraction((xs.amax(dims) == 0) & (xs.amin(dims) == 0))
+    if saturation is None:
         saturated = torch.full_like(mean, math.nan)
+    else:
+        # One pass: the distance from the curve's centre beyond which it is flat
+        # (sigmoid: outside [0.03, 0.97], tanh: outside [-0.97, 0.97]).
+        centre = 0.5 if saturation == "sigmoid" else 0.0
+        saturated = _fraction((flat - centre).abs_() > _SATURATED_ABOVE - centre)
     return torch.stack([mean, std, dead, saturated], 1).float()
+
+
+def _fraction(mask: torch.Tensor) -> torch.Tensor:
+    """Share of True per row; ``count_nonzero`` skips the float copy of ``mask.float()``."""
+    return torch.count_nonzero(mask, dim=1) / mask.shape[1]
 
 
 def _unit_dim(x: torch.Tensor, channels_first: bool) -> int | None:
