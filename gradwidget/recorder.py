@@ -243,8 +243,7 @@ class Recorder:
         params = [p.detach() for p in self._param_list]
         if [b.shape for b in self._before_update] != [p.shape for p in params]:
             self._before_update = [torch.empty_like(p) for p in params]
-        for buffer, param in zip(self._before_update, params, strict=True):
-            buffer.copy_(param)
+        torch._foreach_copy_(self._before_update, params)
         self._weight_norms = _norms(params, device)
 
     def _update_norms(self, device: torch.device) -> dict[str, torch.Tensor]:
