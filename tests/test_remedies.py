@@ -9,6 +9,7 @@ import threading
 import pytest
 import torch
 import torch.nn.functional as F
+from _zoo import Block
 from torch import fx, nn
 
 from gradwidget import remedies
@@ -25,16 +26,6 @@ def mlp(activation: type[nn.Module] = nn.Sigmoid, depth: int = 4, width: int = 8
     for i in range(depth - 1):
         layers += [nn.Linear(6 if i == 0 else width, width), activation()]
     return nn.Sequential(*layers, nn.Linear(width, 3))
-
-
-class Block(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(width, width)
-        self.act = nn.Tanh()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.fc(x))
 
 
 class Nested(nn.Module):
