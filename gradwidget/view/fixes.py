@@ -36,12 +36,15 @@ class FixBar(w.HBox):
         self.selected: tuple[str, ...] = ()
         self.suggested: frozenset[str] = frozenset()
         self.buttons = {name: self._fix_button(model, name) for name in remedies.REMEDY_NAMES}
-        self.retrain_button = w.Button(description="Retrain with fixes", icon="repeat")
+        self.retrain_button = w.Button(
+            description="Retrain with fixes", icon="repeat", layout=w.Layout(width="auto")
+        )  # the default width cuts the label to "Retrain with fi..."
         self.retrain_button.add_class("gw-retrain")
         self.retrain_button.on_click(lambda _: self.on_retrain(self.selected))
         self._retrain_reason: str | None = None
         self._restyle()
-        super().__init__([*self.buttons.values(), self.retrain_button])
+        caption = w.HTML("<b>Fixes</b> (toggle, then retrain):")
+        super().__init__([caption, *self.buttons.values(), self.retrain_button])
 
     def _fix_button(self, model: nn.Module, name: str) -> w.Button:
         button = w.Button(description=remedies.LABELS[name])
