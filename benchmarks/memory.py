@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .workloads import mlp
+from gradwidget.models import deep_mlp
 
 __all__ = ["HistoryGrowth", "RunMemory", "history_growth", "run_memory"]
 
@@ -98,7 +98,7 @@ def _long_run(steps: int) -> RunMemory:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = mlp(6, 64, torch.nn.Tanh)
+    model = deep_mlp(6, 64, "tanh")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(32, 64), torch.randint(10, (32,))
     warm = rss = 0.0

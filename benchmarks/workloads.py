@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
 
 import torch
 from torch import nn
+
+from gradwidget.models import deep_mlp
 
 __all__ = ["WORKLOADS", "Workload", "make_batches"]
 
@@ -38,17 +39,6 @@ class Workload:
     n_classes: int = 10
 
 
-def mlp(
-    depth: int, width: int, activation: type[nn.Module], in_features: int = 64
-) -> nn.Sequential:
-    """``depth`` Linear layers of ``width`` units, each but the last followed by ``activation``."""
-    sizes = [in_features] + [width] * (depth - 1)
-    layers: list[nn.Module] = []
-    for fan_in, fan_out in pairwise(sizes):
-        layers += [nn.Linear(fan_in, fan_out), activation()]
-    return nn.Sequential(*layers, nn.Linear(width, 10))
-
-
 def cnn6(channels: tuple[int, ...] = (16, 16, 32, 32, 64, 64)) -> nn.Sequential:
     """Six 3x3 convolutions on 32x32x3 inputs, pooled after every pair, then a linear head."""
     layers: list[nn.Module] = []
@@ -68,14 +58,14 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "mlp10",
             "MLP 10x256 sigmoid, batch 128",
-            lambda: mlp(10, 256, nn.Sigmoid),
+            lambda: deep_mlp(10, 256, "sigmoid"),
             (128, 64),
             block=20,
         ),
         Workload(
             "mlp20",
             "MLP 20x512 ReLU, batch 128",
-            lambda: mlp(20, 512, nn.ReLU),
+            lambda: deep_mlp(20, 512, "relu"),
             (128, 64),
             block=10,
         ),

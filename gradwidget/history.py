@@ -210,14 +210,6 @@ class History:
         empty = np.zeros((0, width), _DTYPE)
         return Series(np.zeros(0, np.int64), empty, empty.copy(), empty.copy())
 
-    def width(self, name: str) -> int:
-        """Values per point of series ``name``."""
-        with self._lock:
-            buckets = self._series.get(name)
-        if buckets is not None:
-            return buckets.width
-        return 1 if name in _SCALARS else len(self.layers)
-
     def loss_curve(self) -> Series:
         """The densest loss series: ``train_loss`` (every step, written by a training run)
         when there is one, else the ``loss`` recorded with each gradient capture."""

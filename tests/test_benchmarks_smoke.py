@@ -161,9 +161,10 @@ def test_comm_tap_measures_array_buffers() -> None:
 
 def test_sync_counter_runs_and_finds_no_device_syncs_on_cpu() -> None:
     from benchmarks.cuda import count_syncs
-    from benchmarks.workloads import Workload, mlp
+    from benchmarks.workloads import Workload
+    from gradwidget.models import deep_mlp
 
-    tiny = Workload("tiny", "tiny", lambda: mlp(3, 8, nn.Tanh), (4, 64), block=2)
+    tiny = Workload("tiny", "tiny", lambda: deep_mlp(3, 8, "tanh"), (4, 64), block=2)
     rows = count_syncs(
         tiny, [Contender("item_loop", 1), Contender("wandb", 1)], 2, torch.device("cpu")
     )

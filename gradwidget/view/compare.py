@@ -26,10 +26,9 @@ _RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 class _RunCell(w.VBox):
     """One run's small gradient chart under its name and a remove button."""
 
-    def __init__(self, name: str, layers: Sequence[str], scales: tuple, on_remove) -> None:
+    def __init__(self, name: str, scales: tuple, on_remove) -> None:
         self.name = name
-        self.chart = GradChart(
-            layers,
+        self.chart = GradChart(  # layers arrive with the run's first snapshot (set_layers)
             x_scale=scales[0],
             y_scale=scales[1],
             max_points=120,
@@ -80,7 +79,7 @@ class CompareView(w.VBox):
 
     def add_run(self, name: str) -> None:
         """Make the widgets of run ``name``; call on the kernel's thread (see ``Dashboard``)."""
-        self.cells[name] = _RunCell(name, (), self.scales, self.on_remove)
+        self.cells[name] = _RunCell(name, self.scales, self.on_remove)
         colour = _RUN_COLOURS[len(self.loss_lines) % len(_RUN_COLOURS)]
         line = bq.Lines(scales=self.loss_scales, labels=[name], colors=[colour])
         line.display_legend = True
