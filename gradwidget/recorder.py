@@ -108,6 +108,7 @@ class Recorder:
         self.budget = budget
         self.step = 0
         self.grad_every = 1
+        self._last_grads: int | None = None  # step of the latest gradient capture
         self._capacity = capacity
         self._layers = self._all_layers
         self._ordered = False
@@ -160,7 +161,12 @@ class Recorder:
         if not self._ordered:
             self._fix_order()
         step = self.step
-        grads_due = force or step % self.grad_every == 0
+        # Counted from the last capture, not `step % grad_every`: when the interval changes,
+        # a modulo schedule can leave a gap of almost twice the interval.
+        last = self._last_grads
+        grads_due = force or last is None or step - last >= self.grad_every
+        if grads_due:
+            self._last_grads = step
         acts_due = bool(self.act_every) and step % self.act_every == 0
         plain = grads_due and not acts_due and self._weight_norms is None
         self._flush(step, grads_due, acts_due, loss)

@@ -301,3 +301,17 @@ def test_force_captures_a_step_the_interval_would_skip() -> None:
             rec.capture(float(step), force=step == 3)
         assert rec.history.steps.tolist() == [0, 3]
         assert rec.history.loss.tolist() == [0.0, 3.0]
+
+
+def test_gradient_captures_are_never_further_apart_than_the_interval() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    with Recorder(model, budget=None) as rec:
+        intervals = [5, 7, 3, 8, 2, 6] * 5
+        for step, every in enumerate(np.repeat(intervals, 4)):
+            rec.grad_every = int(every)  # as the time budget would move it
+            model.zero_grad()
+            model(torch.randn(2, 4)).sum().backward()
+            rec.capture(float(step))
+        steps = rec.history.steps
+    assert steps[0] == 0
+    assert np.diff(steps).max() <= max(intervals)
