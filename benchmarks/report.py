@@ -77,15 +77,17 @@ def _targets(targets: list[dict[str, Any]]) -> str:
 def _details(rows: list[dict[str, Any]]) -> str:
     out = [
         "## All configurations\n",
-        "| model | configuration | k | median | IQR | p10–p90 | step ms | grad_every |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | configuration | k | median | IQR | p10–p90 | step ms | grad_every | "
+        "act_interval |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         every = "" if r["grad_every"] is None else f"{r['grad_every']:.0f}"
+        acts = "" if r.get("act_interval") is None else f"{r['act_interval']:.0f}"
         out.append(
             f"| {r['model']} | {LABELS[r['kind']]} | {r['interval']} | {r['median']:.3f} | "
             f"{r['p25']:.3f}–{r['p75']:.3f} | {r['p10']:.3f}–{r['p90']:.3f} | "
-            f"{r['step_ms']:.2f} | {every} |"
+            f"{r['step_ms']:.2f} | {every} | {acts} |"
         )
     return "\n".join(out) + "\n"
 

@@ -21,6 +21,9 @@ import numpy as np
 __all__ = ["Schedule", "StepKind"]
 
 _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the cost
+# The diagnosis judges windows of 20 samples (40 loss points for a plateau), so the first ones
+# of every run are never thinned: a short run stays diagnosable whatever its cost.
+_FULL_GRADS, _FULL_SAMPLES = 40, 20
 _WARMUP_STEPS = 5  # first steps pay one-off costs; keep them out of the estimates
 _SMOOTHING = 0.1
 _ADAPT_EVERY = 8  # steps between two decisions: the estimates move slowly anyway
@@ -54,6 +57,7 @@ class Schedule:
         self.act_interval = act_every
         self._last_grads: int | None = None
         self._last_acts: int | None = None
+        self._grads_taken = self._samples_taken = 0
         self._left: float | None = None
         self._plain_s = self._tick_s = self._grads_s = 0.0  # running means, seconds
         self._samples: deque[float] = deque(maxlen=5)  # median: samples are few and noisy
@@ -70,6 +74,7 @@ class Schedule:
         due = force or last is None or step - last >= self.grad_every
         if due:
             self._last_grads = step
+            self._grads_taken += 1
         return due
 
     def acts_due(self, step: int) -> bool:
@@ -80,6 +85,7 @@ class Schedule:
     def sampled(self, step: int) -> None:
         """Note that ``step`` took an activation sample."""
         self._last_acts = step
+        self._samples_taken += 1
 
     def observe(self, step: int, entered: float, left: float, kind: StepKind) -> None:
         """Take the times of one ``capture`` call and adapt the intervals."""
@@ -115,7 +121,10 @@ class Schedule:
         needed = max(self._grads_s, 0.0) + per_sample
         factor = needed / available if available > 0 else math.inf
         k = max(1, min(_MAX_FACTOR, math.ceil(factor) if math.isfinite(factor) else _MAX_FACTOR))
-        self.grad_every, self.act_interval = k, self.act_every * k
+        if self._grads_taken >= _FULL_GRADS:
+            self.grad_every = k
+        if self._samples_taken >= _FULL_SAMPLES:
+            self.act_interval = self.act_every * k
 
 
 def _mix(old: float, new: float) -> float:
