@@ -131,7 +131,11 @@ class Lane:
         recorder = getattr(self.monitor, "recorder", None)
         if recorder is None:
             return {}
-        return {"grad_every": float(recorder.grad_every), "act_interval": recorder.act_interval}
+        return {
+            "grad_every": float(recorder.grad_every),
+            "act_interval": float(recorder.act_interval),
+            "transfers_per_100": 100 * recorder.transfers / max(recorder.step, 1),
+        }
 
     def close(self) -> None:
         if self.monitor is not None:

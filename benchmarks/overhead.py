@@ -50,6 +50,7 @@ class OverheadRow:
     target: float | None
     grad_every: float | None
     act_interval: float | None = None
+    transfers_per_100: float | None = None  # device-to-host transfers per 100 steps
 
     @property
     def met(self) -> bool | None:
@@ -89,4 +90,5 @@ def _row(workload: Workload, timing: Timing) -> OverheadRow:
         target=TARGETS.get((str(c.kind), c.interval)),
         grad_every=timing.extra.get("grad_every"),
         act_interval=timing.extra.get("act_interval"),
+        transfers_per_100=timing.extra.get("transfers_per_100"),
     )
