@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._transfer import wide
+
 __all__ = ["Layer", "Layers", "UpdateTracker", "find_layers", "squares"]
 
 
@@ -40,13 +42,13 @@ def find_layers(model: nn.Module) -> list[Layer]:
 
 
 def squares(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """Squared L2 norm of each tensor, from one fused norm, stacked on ``device`` in float32."""
+    """Squared L2 norm of each tensor, from one fused norm, stacked on ``device``."""
     norms = torch._foreach_norm(tensors)
     try:
         stacked = torch.stack(norms)
     except RuntimeError:  # parameters of several dtypes or devices
         stacked = torch.stack([n.to(device, torch.float32) for n in norms])
-    return stacked.float().square()
+    return stacked.to(wide(device)).square()
 
 
 class Layers:

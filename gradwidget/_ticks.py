@@ -171,4 +171,6 @@ class Ticks:
 
 
 def _norm(grad: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(grad.detach(), dtype=torch.float32)
+    # A float16 norm overflows above 65504: reduce half precision in float32.
+    wide = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else None
+    return torch.linalg.vector_norm(grad.detach(), dtype=wide)
