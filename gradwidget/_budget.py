@@ -59,7 +59,8 @@ class Schedule:
         self._last_acts: int | None = None
         self._grads_taken = self._samples_taken = 0
         self._left: float | None = None
-        self._plain_s = self._tick_s = self._grads_s = 0.0  # running means, seconds
+        self._plain_s = self._tick_s = self._grads_s = self._spill_s = 0.0  # running means, s
+        self._previous: StepKind | None = None
         self._samples: deque[float] = deque(maxlen=5)  # median: samples are few and noisy
         self._sample_s = 0.0  # their median
         self._sample_excess: float | None = None  # cost of a sample until its update step
@@ -93,15 +94,31 @@ class Schedule:
         if previous is None or step < _WARMUP_STEPS:
             return
         total, inside = left - previous, left - entered
-        if not kind.hooked:  # outside capture, an unhooked step is a plain training step
-            self._plain_s = _mix(self._plain_s, total - inside)
-        if not (kind.grads or kind.hooked or kind.update):
+        after, self._previous = self._previous, kind
+        plain = not (kind.grads or kind.hooked or kind.update)
+        self._note_outside(after, kind.hooked, total - inside)
+        if plain:
             self._tick_s = _mix(self._tick_s, inside)
         elif kind.grads and not (kind.hooked or kind.update):
             self._grads_s = _mix(self._grads_s, inside - self._tick_s)
         self._note_sample(kind, total, inside)
         if step % _ADAPT_EVERY == 0:
             self._adapt()
+
+    def _note_outside(self, after: StepKind | None, hooked: bool, outside: float) -> None:
+        """The training step between two captures: plain, or slowed by the capture before.
+
+        A capture reads every gradient; the optimizer step right after it then finds the cache
+        cold (in shared/NOTES.md a capture cost 2.9 % of a step alone, 6.6 % in the loop), so
+        that spill is charged to gradient captures. The plain step is measured after plain
+        steps only, unless there are none (every step captured).
+        """
+        if hooked:  # a hooked forward is the sample's cost, not a plain step
+            return
+        if after == _PLAIN or not self._plain_s:
+            self._plain_s = _mix(self._plain_s, outside)
+        elif after is not None and after.grads and not (after.hooked or after.update):
+            self._spill_s = _mix(self._spill_s, outside - self._plain_s)
 
     def _note_sample(self, kind: StepKind, total: float, inside: float) -> None:
         """A sample costs its hooked forward, its capture and the capture of the next step."""
@@ -118,13 +135,16 @@ class Schedule:
             return
         available = self.budget * self._plain_s - self._tick_s
         per_sample = self._sample_s / self.act_every if self.act_every else 0.0
-        needed = max(self._grads_s, 0.0) + per_sample
+        needed = max(self._grads_s + self._spill_s, 0.0) + per_sample
         factor = needed / available if available > 0 else math.inf
         k = max(1, min(_MAX_FACTOR, math.ceil(factor) if math.isfinite(factor) else _MAX_FACTOR))
         if self._grads_taken >= _FULL_GRADS:
             self.grad_every = k
         if self._samples_taken >= _FULL_SAMPLES:
             self.act_interval = self.act_every * k
+
+
+_PLAIN = StepKind(grads=False, hooked=False, update=False)
 
 
 def _mix(old: float, new: float) -> float:
