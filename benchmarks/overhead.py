@@ -58,8 +58,12 @@ class OverheadRow:
 
 
 def contenders_for(sweep: tuple[int, ...]) -> list[Contender]:
-    """The required configurations plus every kind at each interval of ``sweep``."""
-    swept = [Contender(kind, k) for kind in LABELS for k in sweep]
+    """The required configurations plus every kind at each interval of ``sweep``.
+
+    The budgeted Recorder is left out of the sweep: its budget, not ``act_every``, sets its
+    intervals (``act_every`` is only their floor), so other intervals time the same thing.
+    """
+    swept = [Contender(kind, k) for kind in LABELS for k in sweep if kind != "gw_default"]
     return list(dict.fromkeys([*_REQUIRED, *swept]))  # keep order, drop repeats
 
 
