@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -74,10 +76,13 @@ def measure_overhead(
     device: torch.device,
     block: int | None = None,
     settle_samples: int = 25,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[OverheadRow]:
     """Time every configuration on ``workload``, interleaved with the plain loop."""
     contenders = contenders_for(sweep)
-    timings = interleave(workload, contenders, rounds, device, block, settle_samples=settle_samples)
+    timings = interleave(
+        workload, contenders, rounds, device, block, settle_samples=settle_samples, clock=clock
+    )
     return [_row(workload, t) for t in timings]
 
 
