@@ -91,7 +91,7 @@ class Ticks:
     def __init__(self, link: HostLink, rows: int = 8) -> None:
         self.rows = rows
         self._link = link
-        self._rows: list[torch.Tensor] = []  # (3,) float32: loss, sentinel norm, loss scale
+        self._rows: list[torch.Tensor] = []  # (3,) each: loss, sentinel norm, loss scale
         self._steps: list[int] = []
         self._has_loss: list[bool] = []
         self._loss, self._grad = Sentinel(), Sentinel()
