@@ -39,10 +39,11 @@ class StepKind:
 
 
 class _Window:
-    """The median of the last ``size`` values (0 while empty)."""
+    """The median of the last ``size`` values, as of the last :meth:`refresh` (0 before)."""
 
     def __init__(self, size: int = 32) -> None:
         self._values: deque[float] = deque(maxlen=size)
+        self.median = 0.0
 
     def add(self, value: float) -> None:
         self._values.append(value)
@@ -50,10 +51,9 @@ class _Window:
     def __bool__(self) -> bool:
         return bool(self._values)
 
-    @property
-    def median(self) -> float:
-        ordered = sorted(self._values)  # 32 floats: about 1 us
-        return ordered[len(ordered) // 2] if ordered else 0.0
+    def refresh(self) -> None:
+        ordered = sorted(self._values)  # 32 floats: about 1 us; done every few steps only
+        self.median = ordered[len(ordered) // 2] if ordered else 0.0
 
 
 class Schedule:
@@ -138,11 +138,13 @@ class Schedule:
             self._after_grads.add(outside)
 
     def _note_sample(self, kind: StepKind, total: float, inside: float) -> None:
-        """A sample costs its hooked forward, its capture and the capture of the next step."""
+        """A sample costs its hooked forward and its capture, then the next step: its training
+        step, slowed by the weights and activations the sample read, and its capture."""
         beyond = inside - self._tick.median - kind.grads * self._grads.median
         if kind.hooked:
             self._sample_excess = (total - inside - self._plain_s) + beyond
         elif kind.update and self._sample_excess is not None:
+            beyond += total - inside - self._plain_s
             # Unclipped: step times are noisy both ways, and the median is not biased by it.
             self._sample.add(self._sample_excess + beyond)
             self._sample_excess = None
@@ -168,6 +170,9 @@ class Schedule:
     def _adapt(self) -> None:
         if self.budget is None:
             return
+        for window in (self._clean, self._after_grads, self._any, self._tick, self._grads):
+            window.refresh()
+        self._sample.refresh()
         available = self.budget * self._plain_s - self._tick.median
         sample_s = max(self._sample.median, 0.0)
         needed = self._capture_s + (sample_s / self.act_every if self.act_every else 0.0)

@@ -91,7 +91,12 @@ class Ticks:
     def __init__(self, link: HostLink, rows: int = 8) -> None:
         self.rows = rows
         self._link = link
-        self._rows: list[torch.Tensor] = []  # (3,) each: loss, sentinel norm, loss scale
+        # One list per field of 0-d device tensors, stacked only when sent: in the training
+        # loop every torch op costs tens of microseconds (the caches are full of the step's
+        # data), so a tick makes as few as it can.
+        self._losses: list[torch.Tensor] = []
+        self._norms: list[torch.Tensor] = []
+        self._scales: list[torch.Tensor] = []
         self._steps: list[int] = []
         self._has_loss: list[bool] = []
         self._loss, self._grad = Sentinel(), Sentinel()
@@ -106,7 +111,7 @@ class Ticks:
     @property
     def full(self) -> bool:
         """True when the ring holds ``rows`` ticks and must go with the next transfer."""
-        return len(self._rows) >= self.rows
+        return len(self._steps) >= self.rows
 
     def record(
         self, step: int, loss: torch.Tensor | None, grad: torch.Tensor | None, scale: Any
@@ -116,43 +121,42 @@ class Ticks:
         ``loss`` is a 0-d tensor or None; ``grad`` the sentinel parameter's gradient or None;
         ``scale`` the scaler's 0-d scale tensor or None.
         """
-        parts = [
-            self._nan if loss is None else loss,
-            self._no_grad if grad is None else _norm(grad),
-            self._nan if scale is None else scale,
-        ]
-        row = torch.stack(parts)
-        self._rows.append(row)
+        loss_t = self._nan if loss is None else loss
+        norm_t = self._no_grad if grad is None else _norm(grad)
+        self._losses.append(loss_t)
+        self._norms.append(norm_t)
+        self._scales.append(self._nan if scale is None else scale)
         self._steps.append(step)
         self._has_loss.append(loss is not None)
-        host = self._link.peek(row)
         alarm, self._alarm = self._alarm, False
-        if host is not None:
-            alarm = self._check(host, loss is not None) or alarm
+        peek = self._link.peek
+        loss_h, norm_h = peek(loss_t), peek(norm_t)
+        if loss_h is not None and norm_h is not None:
+            alarm = self._check(float(loss_h), float(norm_h), loss is not None) or alarm
         return alarm
 
     def drain(self) -> tuple[dict[str, torch.Tensor], TickTag | None]:
         """The ticks kept so far, as one part to send; empties the ring."""
-        if not self._rows:
+        if not self._steps:
             return {}, None
-        part = {"ticks": torch.stack(self._rows)}
+        part = {"ticks": torch.stack([*self._losses, *self._norms, *self._scales])}
         tag = TickTag(tuple(self._steps), tuple(self._has_loss), self._link.synchronous)
-        self._rows, self._steps, self._has_loss = [], [], []
+        self._losses, self._norms, self._scales = [], [], []
+        self._steps, self._has_loss = [], []
         return part, tag
 
     def land(self, tag: TickTag, values: np.ndarray, emit: Emit) -> None:
         """Read landed ticks: every step's loss and loss scale, skipped steps, late alarms."""
-        rows = values.reshape(-1, 3)
+        rows = values.reshape(3, -1).T.tolist()  # per step: loss, sentinel norm, scale
         for step, has_loss, (loss, grad, scale) in zip(tag.steps, tag.has_loss, rows, strict=True):
             if has_loss:
                 emit("train_loss", step, loss)
-            if not tag.checked and self._check((loss, grad, scale), has_loss):
+            if not tag.checked and self._check(loss, grad, has_loss):
                 self._alarm = True
             if not math.isnan(scale):
-                self._note_scale(step, float(scale), emit)
+                self._note_scale(step, scale, emit)
 
-    def _check(self, row: Any, has_loss: bool) -> bool:
-        loss, grad, _ = (float(v) for v in row)
+    def _check(self, loss: float, grad: float, has_loss: bool) -> bool:
         alarm = has_loss and self._loss.jumped(loss)
         # -1: the sentinel parameter got no gradient this step; nothing to judge.
         return (grad != -1.0 and self._grad.jumped(grad)) or alarm
@@ -185,5 +189,7 @@ def as_loss(loss: Any, device: torch.device) -> torch.Tensor | None:
         return None
     if isinstance(loss, torch.Tensor):
         loss = loss.detach()
+        if loss.dim() == 0 and loss.dtype == torch.float32:  # the usual case: one op, no copy
+            return loss
         return (loss.reshape(()) if loss.numel() == 1 else loss.mean()).float()
     return torch.full((), float(loss), device=device)

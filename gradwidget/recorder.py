@@ -102,6 +102,12 @@ class Recorder:
         self._history = History(self.layers, capacity)
         self._probe = ActivationProbe(model, [(layer.name, layer.module) for layer in found])
         self._schedule = Schedule(budget, self.act_every)
+        # On CPU the budget is CPU time of the training thread: on a shared machine the wall
+        # clock also counts the time other processes take, and mostly in the (longer) step,
+        # which would let recording spend more than its share. On a GPU the host waits on the
+        # device, so wall time is the step.
+        cpu = self._layers.device.type == "cpu"
+        self._clock = time.thread_time if cpu else time.perf_counter
         self._updates = UpdateTracker()
         self._link = HostLink(self._layers.device)
         self._ticks = Ticks(self._link)
@@ -177,11 +183,11 @@ class Recorder:
         """
         if self._closed:
             raise GradWidgetError("This recorder is closed; create a new one to record again.")
-        entered = time.perf_counter()
+        entered = self._clock()
         amp = read_scaler(scaler)
         with self._lock:
             kind = self._capture(as_loss(loss, self._layers.device), force, amp)
-        self._schedule.observe(self.step - 1, entered, time.perf_counter(), kind)
+        self._schedule.observe(self.step - 1, entered, self._clock(), kind)
 
     def close(self) -> None:
         """Remove every hook this recorder added. Safe to call more than once."""
@@ -225,7 +231,7 @@ class Recorder:
             update=self._updates.pending,
         )
         parts, present = self._measure(kind, loss, amp)
-        self._flush(_Tag(step, present, None), self._reduce(parts))
+        self._flush(step, present, self._reduce(parts))
         self.step += 1
         self._rearm()
         return kind
@@ -267,16 +273,17 @@ class Recorder:
         sizes = [parts[name].numel() for name in names]
         return {**parts, **dict(zip(names, flat.split(sizes), strict=True))}
 
-    def _flush(self, tag: _Tag, parts: dict[str, torch.Tensor]) -> None:
+    def _flush(self, step: int, present: tuple[int, ...], parts: dict[str, torch.Tensor]) -> None:
         """Stage (c): one transfer of what is due, ticks riding along; then read what landed.
 
         A step with nothing due and room left in the tick ring makes no transfer at all.
         """
         if parts or self._ticks.full:
             ticks, tick_tag = self._ticks.drain()
-            self._link.send({**parts, **ticks}, _Tag(tag.step, tag.present, tick_tag))
-        for landed in self._link.receive():
-            self._append(landed.tag, landed.values)
+            self._link.send({**parts, **ticks}, _Tag(step, present, tick_tag))
+        if self._link.pending:
+            for landed in self._link.receive():
+                self._append(landed.tag, landed.values)
 
     def _drain(self) -> None:
         """Send the ticks still on the device and wait for every transfer to land."""
