@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .history import History
+from .remedies import SETTINGS_NAMES
+from .settings import ScaledLR, TrainConfig
 
 if TYPE_CHECKING:
     from .training import Run
@@ -40,6 +42,8 @@ class RunSummary:
         Run name.
     remedies : str
         The remedies it used, comma-separated ("" for none).
+    training : str
+        The settings its training remedies set (e.g. ``"lr 5, clip 1"``); "" without any.
     final_loss : float
         Loss at the last recorded step (NaN when nothing was recorded).
     accuracy : float
@@ -55,6 +59,7 @@ class RunSummary:
 
     run: str
     remedies: str
+    training: str
     final_loss: float
     accuracy: float
     grad_ratio: float
@@ -87,17 +92,24 @@ def summarize(run: Run, remedies: Sequence[str] = (), threshold: float | None = 
     history = run.history
     if threshold is None:
         threshold = default_threshold(history)
-    return summarize_history(run.name, remedies, history, run.wall_time, threshold)
+    training = _settings_text(run.config) if set(remedies) & set(SETTINGS_NAMES) else ""
+    return summarize_history(run.name, remedies, history, run.wall_time, threshold, training)
 
 
 def summarize_history(
-    name: str, remedies: Sequence[str], history: History, wall_time: float, threshold: float
+    name: str,
+    remedies: Sequence[str],
+    history: History,
+    wall_time: float,
+    threshold: float,
+    training: str = "",
 ) -> RunSummary:
     """Summarise a recorded ``history`` (for runs known only by their history)."""
     loss = history.loss_curve()
     return RunSummary(
         run=name,
         remedies=", ".join(remedies),
+        training=training,
         final_loss=float(loss.last[-1, 0]) if len(loss) else math.nan,
         accuracy=_last(history, "test_accuracy", "accuracy"),
         grad_ratio=_grad_ratio(history.grad_norm),
@@ -108,15 +120,30 @@ def summarize_history(
 
 
 def format_table(rows: Sequence[RunSummary]) -> str:
-    """The rows as a plain-text table with aligned columns (3 significant digits)."""
-    header = ("run", "remedies", "final loss", "accuracy", "grad ratio", "steps to bar", "time s")
-    cells = [header] + [
+    """The rows as a plain-text table with aligned columns (3 significant digits).
+
+    The training column is left out when no run used a training remedy.
+    """
+    header = ("run", "remedies", "training", "final loss", "accuracy", "grad ratio",
+              "steps to bar", "time s")  # fmt: skip
+    shown = [i for i, c in enumerate(COLUMNS) if c != "training" or any(r.training for r in rows)]
+    table = [header] + [
         tuple(_cell(name, v) for name, v in zip(COLUMNS, astuple(r), strict=True)) for r in rows
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    cells = [tuple(row[i] for i in shown) for row in table]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(shown))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _settings_text(config: TrainConfig) -> str:
+    """What training remedies set: the learning rate (or its factor) and the clipping norm."""
+    if isinstance(config.optimizer, ScaledLR):
+        text = f"lr x{config.optimizer.factor:g}"
+    else:
+        text = "own optimizer" if callable(config.optimizer) else f"lr {config.lr:g}"
+    return text + (f", clip {config.clip_grad:g}" if config.clip_grad is not None else "")
 
 
 def _cell(column: str, value: object) -> str:

@@ -1,8 +1,11 @@
-"""One-click remedies for vanishing gradients: ``nn.Module -> new nn.Module``.
+"""Remedies for gradient problems: new models (``nn.Module -> nn.Module``) or new settings.
 
-Every remedy works on a deep copy: the model passed in, its parameters and its hooks are never
+Every remedy is one record of :data:`REGISTRY` (name, label, group, order, target, plan).
+Model remedies work on a deep copy: the model passed in, its parameters and its hooks are never
 changed. Forward/backward hooks (a Recorder's, or yours) are not carried into the copy, so the
 copy can be recorded on its own; torch's own hook objects (old-style weight/spectral norm) are.
+Training remedies (``clip_grad``, ``lower_lr``) return new :class:`~gradwidget.TrainConfig`
+settings instead.
 
 Layers inside torch's own composite modules (``nn.LSTM``, ``nn.MultiheadAttention``,
 ``nn.TransformerEncoderLayer`` ...) are left alone: torch reads their weights directly, so
@@ -11,47 +14,68 @@ wrapping or swapping them would break those modules or be bypassed by their fast
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from torch import nn
 
-from ._batchnorm import FeatureBatchNorm1d, plan_batchnorm
-from ._he import plan_he_init
-from ._plan import Change, Plan
-from ._relu import plan_relu
+from ..errors import RemedyNotApplicable
+from ..settings import TrainConfig
+from ._norm import FeatureBatchNorm1d
+from ._plan import Change
+from ._registry import REGISTRY, REMEDIES, Group, Remedy, Target
+from ._residual import Residual
 from ._tree import copy_without_hooks
 
 __all__ = [
     "LABELS",
+    "REGISTRY",
     "REMEDY_NAMES",
+    "SETTINGS_NAMES",
     "Change",
     "FeatureBatchNorm1d",
+    "Group",
+    "Remedy",
+    "Residual",
+    "Target",
     "add_batchnorm",
+    "add_layernorm",
+    "add_residual",
     "apply_remedies",
+    "apply_settings",
     "check",
     "he_init",
+    "split",
+    "suggest",
+    "use_activation",
     "use_relu",
+    "xavier_init",
 ]
 
-REMEDY_NAMES: tuple[str, ...] = ("relu", "he_init", "batchnorm")
-LABELS: dict[str, str] = {"relu": "ReLU", "he_init": "He init", "batchnorm": "BatchNorm"}
-# Activations first (BatchNorm wraps layers, then He init sees the final layer set).
-_CANONICAL_ORDER = ("relu", "batchnorm", "he_init")
+REMEDY_NAMES: tuple[str, ...] = tuple(r.name for r in REGISTRY if r.target is Target.MODEL)
+"""The model remedies, in display order: what ``apply_remedies`` takes."""
+SETTINGS_NAMES: tuple[str, ...] = tuple(r.name for r in REGISTRY if r.target is Target.SETTINGS)
+"""The training remedies: what ``apply_settings`` takes."""
+LABELS: dict[str, str] = {r.name: r.label for r in REGISTRY}
 
 
-def use_relu(model: nn.Module) -> nn.Module:
-    """Replace saturating activations (Sigmoid, Tanh, Hardtanh, ...) by ReLU in a copy.
+def use_activation(model: nn.Module, to: str = "relu") -> nn.Module:
+    """Swap activations for ``to`` (``"relu"``, ``"leaky_relu"`` or ``"gelu"``) in a copy.
 
-    Activation modules are swapped anywhere in the tree. Functional calls in ``forward``
-    (``torch.sigmoid``, ``F.tanh``, ``x.sigmoid()``, ...) are rewritten when ``torch.fx`` can
-    trace the model; then the result is an ``fx.GraphModule`` (it keeps the submodules and
-    their names, not the model's other methods, and Python branches are fixed as traced).
-    An activation after the last parameter layer (e.g. a final Sigmoid for BCE) is kept.
+    Saturating activations (Sigmoid, Tanh, Hardtanh, ...) are replaced by every target;
+    LeakyReLU and GELU replace ReLU too (the cure for dead units). Activation modules are
+    swapped anywhere in the tree. Functional calls in ``forward`` (``torch.sigmoid``,
+    ``F.tanh``, ``x.sigmoid()``, ...) are rewritten when ``torch.fx`` can trace the model;
+    then the result is an ``fx.GraphModule`` (it keeps the submodules and their names, not the
+    model's other methods, and Python branches are fixed as traced). An activation after the
+    last parameter layer (e.g. a final Sigmoid for BCE) is kept.
 
     Parameters
     ----------
     model : torch.nn.Module
         The model; it is not changed.
+    to : {"relu", "leaky_relu", "gelu"}
+        The activation to put in.
 
     Returns
     -------
@@ -63,7 +87,14 @@ def use_relu(model: nn.Module) -> nn.Module:
     RemedyNotApplicable
         Nothing to replace, or only functional calls that torch.fx cannot trace.
     """
-    return plan_relu(copy_without_hooks(model)).build()
+    if REMEDIES.get(to, REMEDIES["he_init"]).group is not Group.ACTIVATION:
+        raise ValueError(f"Unknown activation {to!r}; choose from relu, leaky_relu, gelu.")
+    return apply_remedies(model, [to])
+
+
+def use_relu(model: nn.Module) -> nn.Module:
+    """``use_activation(model, "relu")``: ReLU in place of saturating activations."""
+    return use_activation(model, "relu")
 
 
 def he_init(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -71,26 +102,22 @@ def he_init(model: nn.Module, seed: int = 0) -> nn.Module:
 
     The output layer is re-initialised too, to keep the rule simple. Weights are drawn on the
     CPU from a ``torch.Generator`` seeded with ``seed`` (the global RNG is untouched), so a seed
-    gives the same weights on every device.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model; it is not changed.
-    seed : int
-        Seed of the generator.
-
-    Returns
-    -------
-    torch.nn.Module
-        A new model.
+    gives the same weights on every device. :func:`xavier_init` is the same with Glorot's rule.
 
     Raises
     ------
     RemedyNotApplicable
         The model has no Linear or Conv layer.
     """
-    return plan_he_init(copy_without_hooks(model), seed).build()
+    return apply_remedies(model, ["he_init"], seed=seed)
+
+
+def xavier_init(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Glorot-uniform weights (std ``sqrt(2 / (fan_in + fan_out))``), zero biases, in a copy.
+
+    Made for tanh/sigmoid networks; otherwise as :func:`he_init`.
+    """
+    return apply_remedies(model, ["xavier_init"], seed=seed)
 
 
 def add_batchnorm(model: nn.Module) -> nn.Module:
@@ -101,33 +128,59 @@ def add_batchnorm(model: nn.Module) -> nn.Module:
     works in any module tree. Conv layers get BatchNorm1d/2d/3d; Linear layers get
     :class:`FeatureBatchNorm1d`. The output layer is the last Linear/Conv registered.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model; it is not changed.
-
-    Returns
-    -------
-    torch.nn.Module
-        A new model with the same layer weights.
-
     Raises
     ------
     RemedyNotApplicable
         The model already has BatchNorm, or has no hidden Linear/Conv layer.
     """
-    return plan_batchnorm(copy_without_hooks(model)).build()
+    return apply_remedies(model, ["batchnorm"])
 
 
-def check(model: nn.Module, name: str) -> Change:
-    """Describe what remedy ``name`` would change, without touching ``model``.
+def add_layernorm(model: nn.Module) -> nn.Module:
+    """Put a LayerNorm after each Linear/Conv except the output layer, in a copy.
+
+    For where BatchNorm does not fit: sequences, transformer-style Linear blocks, batch size 1.
+    Placed as :func:`add_batchnorm` places BatchNorm; Linear layers get ``nn.LayerNorm`` over
+    their features, Conv layers ``nn.GroupNorm(1, channels)`` (LayerNorm over channels and
+    positions).
+
+    Raises
+    ------
+    RemedyNotApplicable
+        The model already has BatchNorm, LayerNorm or GroupNorm, or no hidden Linear/Conv.
+    """
+    return apply_remedies(model, ["layernorm"])
+
+
+def add_residual(model: nn.Module) -> nn.Module:
+    """Wrap each hidden block that keeps its input's shape in ``x + f(x)``, in a copy.
+
+    A block is a Linear with as many outputs as inputs, or a stride-1 Conv that keeps its
+    channels and size, with the activation (and norms, dropout) that follow it in a
+    Sequential; or a custom module whose forward is such a chain (read with torch.fx). Nested
+    modules are searched too; the output layer is never wrapped. In a Sequential the block's
+    modules become one :class:`Residual` (``"0"`` and ``"1"`` become ``"0.0"`` and ``"0.1"``).
+
+    Raises
+    ------
+    RemedyNotApplicable
+        No hidden block keeps its input's shape.
+    """
+    return apply_remedies(model, ["residual"])
+
+
+def check(model: nn.Module, name: str, settings: TrainConfig | None = None) -> Change:
+    """Describe what remedy ``name`` would change, without touching ``model`` or ``settings``.
 
     Parameters
     ----------
     model : torch.nn.Module
         The model.
     name : str
-        One of ``REMEDY_NAMES``.
+        A registered remedy (``REMEDY_NAMES`` or ``SETTINGS_NAMES``).
+    settings : TrainConfig or None
+        The training settings (default ``TrainConfig()``): training remedies change them,
+        BatchNorm is refused at batch size 1, the seed seeds re-initialisations.
 
     Returns
     -------
@@ -141,11 +194,36 @@ def check(model: nn.Module, name: str) -> Change:
     ValueError
         ``name`` is not a remedy.
     """
-    return _plan(_known(name), copy_without_hooks(model), seed=0).change
+    remedy = _known(name)
+    target = copy_without_hooks(model) if remedy.target is Target.MODEL else model
+    return remedy.plan(target, settings or TrainConfig()).change
 
 
-def apply_remedies(model: nn.Module, names: Iterable[str], seed: int = 0) -> nn.Module:
-    """Apply several remedies in the order relu -> batchnorm -> he_init, on a copy.
+def split(names: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Model remedies and training remedies of ``names``, each in the order they apply.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or two remedies of one exclusive group (two activations, two inits,
+        two norms).
+    """
+    chosen = sorted({_known(n) for n in ([names] if isinstance(names, str) else names)},
+                    key=lambda r: r.order)  # fmt: skip
+    for group in Group:
+        rivals = [r.name for r in chosen if r.group is group]
+        if group.exclusive and len(rivals) > 1:
+            raise ValueError(
+                f"{' and '.join(rivals)} both change the {group.value}: choose one of them."
+            )
+    model = tuple(r.name for r in chosen if r.target is Target.MODEL)
+    return model, tuple(r.name for r in chosen if r.target is Target.SETTINGS)
+
+
+def apply_remedies(
+    model: nn.Module, names: Iterable[str], seed: int = 0, settings: TrainConfig | None = None
+) -> nn.Module:
+    """Apply model remedies in their registered order, on a copy.
 
     Parameters
     ----------
@@ -155,7 +233,10 @@ def apply_remedies(model: nn.Module, names: Iterable[str], seed: int = 0) -> nn.
         Remedies from ``REMEDY_NAMES``, in any order; duplicates are ignored. Empty gives an
         unchanged copy.
     seed : int
-        Seed for ``he_init``.
+        Seed of re-initialisations (``he_init``, ``xavier_init``).
+    settings : TrainConfig or None
+        The settings the model will train with (its batch size decides whether BatchNorm
+        fits); ``seed`` replaces their seed.
 
     Returns
     -------
@@ -165,25 +246,70 @@ def apply_remedies(model: nn.Module, names: Iterable[str], seed: int = 0) -> nn.
     Raises
     ------
     ValueError
-        An unknown name.
+        An unknown name, a training remedy (use :func:`apply_settings`), or two rivals.
     RemedyNotApplicable
         One of the remedies does not apply to the model (after the earlier ones).
     """
-    chosen = {_known(name) for name in ([names] if isinstance(names, str) else names)}
+    model_names, settings_names = split(names)
+    if settings_names:
+        raise ValueError(
+            f"{', '.join(settings_names)} change the training settings, not the model: use "
+            "gw.remedies.apply_settings(config, names), or panel.retrain(names)."
+        )
+    settings = dataclasses.replace(settings or TrainConfig(), seed=seed)
     result = copy_without_hooks(model)
-    for name in _CANONICAL_ORDER:
-        if name in chosen:
-            result = _plan(name, copy_without_hooks(result), seed).build()
+    for name in model_names:
+        result = REMEDIES[name].plan(copy_without_hooks(result), settings).build()
     return result
 
 
-def _known(name: str) -> str:
-    if name not in REMEDY_NAMES:
-        raise ValueError(f"Unknown remedy {name!r}; choose from {', '.join(REMEDY_NAMES)}.")
-    return name
+def apply_settings(settings: TrainConfig, names: Iterable[str]) -> TrainConfig:
+    """Apply training remedies (``SETTINGS_NAMES``) to ``settings``; new settings.
+
+    Raises
+    ------
+    ValueError
+        An unknown name or a model remedy (use :func:`apply_remedies`).
+    RemedyNotApplicable
+        A remedy does not apply (e.g. ``clip_grad`` when the settings already clip).
+    """
+    model_names, settings_names = split(names)
+    if model_names:
+        raise ValueError(
+            f"{', '.join(model_names)} change the model, not the training settings: use "
+            "gw.apply_remedies(model, names)."
+        )
+    for name in settings_names:
+        settings = REMEDIES[name].plan(nn.Module(), settings).build()
+    return settings
 
 
-def _plan(name: str, model: nn.Module, seed: int) -> Plan:
-    if name == "he_init":
-        return plan_he_init(model, seed)
-    return plan_relu(model) if name == "relu" else plan_batchnorm(model)
+def suggest(
+    names: Iterable[str], model: nn.Module, settings: TrainConfig | None = None
+) -> tuple[str, ...]:
+    """``names`` (e.g. a diagnosis's), each that cannot apply replaced by its ``instead``.
+
+    Names that cannot apply and have no stand-in stay (the fix bar shows them disabled, with
+    the reason); e.g. BatchNorm refused on a model that already has it gives LayerNorm.
+    """
+    result: list[str] = []
+    for name in names:
+        stand_in = _known(name).instead
+        if stand_in is not None and not _applies(model, name, settings):
+            name = stand_in if _applies(model, stand_in, settings) else name
+        result.append(name)
+    return tuple(dict.fromkeys(result))
+
+
+def _applies(model: nn.Module, name: str, settings: TrainConfig | None) -> bool:
+    try:
+        check(model, name, settings)
+    except RemedyNotApplicable:
+        return False
+    return True
+
+
+def _known(name: str) -> Remedy:
+    if name not in REMEDIES:
+        raise ValueError(f"Unknown remedy {name!r}; choose from {', '.join(REMEDIES)}.")
+    return REMEDIES[name]

@@ -1,0 +1,240 @@
+"""Skip connections ``x + f(x)`` around hidden blocks that keep their input's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from ..errors import RemedyNotApplicable
+from ._fx import trace
+from ._plan import REPLACE_LOOP, Change, Plan, counted, names_code
+from ._tree import LAYER_TYPES, is_torch_composite, is_torch_object, own_modules, set_module, slots
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+_KEEP_SHAPE = (*_NORMS, nn.Identity, nn.modules.dropout._DropoutNd)
+# Elementwise activations, as modules and as calls in a custom block's forward.
+_ACTIVATIONS = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Softplus, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmoid,
+    nn.Hardswish, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink,
+)  # fmt: skip
+_ACTIVATION_CALLS = frozenset({
+    "relu", "relu6", "leaky_relu", "prelu", "elu", "selu", "celu", "gelu", "silu", "mish",
+    "softplus", "sigmoid", "expit", "tanh", "hardtanh", "hardsigmoid", "hardswish", "softsign",
+    "logsigmoid",
+})  # fmt: skip
+_RESIDUAL_CODE = """import torch.nn as nn
+
+
+class Residual(nn.Sequential):
+    def forward(self, x):
+        return x + super().forward(x)
+
+"""
+
+
+class Residual(nn.Sequential):
+    """``x + f(x)``, where ``f`` runs the modules it holds in order: a skip connection.
+
+    The gradient reaches ``x`` through the identity path undiminished, however small the
+    derivative of ``f``: the cure for vanishing gradients in deep stacks (He et al., 2016).
+    """
+
+    # Pickles name the class by its public path, which stays put when private modules move.
+    __module__ = "gradwidget.remedies"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """A chain of steps that keeps its input's shape: how many layers and activations."""
+
+    layers: int = 0
+    activations: int = 0
+
+    def __add__(self, other: _Chain) -> _Chain:
+        return _Chain(self.layers + other.layers, self.activations + other.activations)
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Modules ``[first, end)`` of the Sequential ``container`` form one block."""
+
+    container: str
+    first: int
+    end: int
+
+
+def plan_residual(model: nn.Module) -> Plan:
+    """Plan a skip connection around each shape-keeping hidden block of ``model`` (a copy)."""
+    layers = [m for _, m in own_modules(model) if isinstance(m, LAYER_TYPES)]
+    output = layers[-1] if layers else None
+    found = list(_blocks(model, "", output))
+    if not found:
+        raise RemedyNotApplicable(_no_block_reason(model))
+    spans = [b for b in found if isinstance(b, _Span)]
+    wrapped = [b for b in found if isinstance(b, str)]
+    kinds = [_describe(model, b) for b in found]
+    summary = f"x + f(x) around {counted(kinds, ' block')}"
+
+    def build() -> nn.Module:
+        for span in reversed(spans):  # the last first: deleting keeps earlier indices valid
+            seq = model.get_submodule(span.container)
+            seq[span.first] = Residual(*seq[span.first : span.end])
+            del seq[span.first + 1 : span.end]
+        for name in wrapped:
+            set_module(model, name, Residual(model.get_submodule(name)))
+        return model
+
+    return Plan(Change("residual", summary, _code(spans, wrapped)), build)
+
+
+def _chain(module: nn.Module | None) -> _Chain | None:
+    """What ``module`` holds if it maps x to the shape of x as a chain; None if not known."""
+    if isinstance(module, nn.Linear):
+        return _Chain(1) if module.in_features == module.out_features else None
+    if isinstance(module, _CONVS):
+        return _Chain(1) if _keeps_size(module) else None
+    if isinstance(module, _ACTIVATIONS):
+        return _Chain(activations=1)
+    if isinstance(module, _KEEP_SHAPE):
+        return _Chain()
+    if isinstance(module, Residual) or module is None:
+        return None  # already a skip connection: never wrapped twice
+    if _plain_sequential(module):
+        parts = [_chain(child) for child in module._modules.values()]
+        return None if None in parts else sum(parts, _Chain())
+    return _traced_chain(module) if not is_torch_object(module) else None
+
+
+def _keeps_size(conv: nn.Module) -> bool:
+    if conv.in_channels != conv.out_channels or any(s != 1 for s in conv.stride):
+        return False
+    if conv.padding == "same":
+        return True
+    spans = zip(conv.padding, conv.dilation, conv.kernel_size, strict=True)
+    return conv.padding != "valid" and all(2 * p == d * (k - 1) for p, d, k in spans)
+
+
+def _plain_sequential(module: nn.Module) -> bool:
+    """A Sequential that runs its children in order (a subclass may change forward)."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _traced_chain(module: nn.Module) -> _Chain | None:
+    """A custom module whose forward is one input through shape-keeping steps, in a row."""
+    graph, _ = trace(module)
+    if graph is None:
+        return None
+    nodes = list(graph.nodes)
+    if [n.op for n in nodes].count("placeholder") != 1 or nodes[0].op != "placeholder":
+        return None
+    total, previous = _Chain(), nodes[0]
+    for node in nodes[1:]:
+        if node.all_input_nodes != [previous] or len(previous.users) != 1:
+            return None  # a branch, or a second use of a value: not a chain
+        if node.op == "output":
+            return total
+        step = _traced_step(module, node)
+        if step is None:
+            return None
+        total, previous = total + step, node
+    return None
+
+
+def _traced_step(module: nn.Module, node: fx.Node) -> _Chain | None:
+    if node.op == "call_module":
+        return _chain(module.get_submodule(str(node.target)))
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return _Chain(activations=1) if str(name).rstrip("_") in _ACTIVATION_CALLS else None
+
+
+def _block(module: nn.Module | None, output: nn.Module | None) -> _Chain | None:
+    """The chain of a candidate block's first module: it must hold a layer, not the output."""
+    chain = _chain(module)
+    if chain is None or not chain.layers or any(m is output for m in module.modules()):
+        return None
+    return chain
+
+
+def _blocks(module: nn.Module, prefix: str, output: nn.Module | None) -> Iterator[_Span | str]:
+    """Blocks to wrap: spans of plain Sequentials, or whole custom modules (their slot name)."""
+    if _plain_sequential(module):
+        yield from _sequential_blocks(module, prefix, output)
+        return
+    for name, child in slots(module):
+        if isinstance(child, Residual) or is_torch_composite(child):
+            continue
+        chain = None if is_torch_object(child) else _block(child, output)
+        if chain is not None and chain.activations:
+            yield prefix + name
+        else:
+            yield from _blocks(child, f"{prefix}{name}.", output)
+
+
+def _sequential_blocks(seq: nn.Sequential, prefix: str, output: nn.Module | None) -> Iterator:
+    """A layer-holding module and the parameter-free shape-keeping modules after it."""
+    children = list(seq._modules.items())
+    i = 0
+    while i < len(children):
+        chain, end = _block(children[i][1], output), i + 1
+        while chain is not None and end < len(children):
+            step = _chain(children[end][1])
+            if step is None or step.layers:
+                break
+            chain, end = chain + step, end + 1
+        if chain is not None and chain.activations:
+            yield _Span(prefix.rstrip("."), i, end)
+            i = end
+            continue
+        name, child = children[i]
+        if child is not None and not isinstance(child, Residual):
+            yield from _blocks(child, f"{prefix}{name}.", output)
+        i += 1
+
+
+def _describe(model: nn.Module, block: _Span | str) -> str:
+    """ "Linear+Sigmoid" for a span, the class name for a wrapped custom module."""
+    if isinstance(block, str):
+        return type(model.get_submodule(block)).__name__
+    seq = model.get_submodule(block.container)
+    members = [seq[i] for i in range(block.first, block.end)]
+    leaves = [m for member in members for m in member.modules() if not m._modules]
+    return "+".join(type(m).__name__ for m in leaves)
+
+
+def _code(spans: list[_Span], wrapped: list[str]) -> str:
+    code = _RESIDUAL_CODE
+    if spans:
+        listed = ", ".join(f'("{s.container}", {s.first}, {s.end})' for s in reversed(spans))
+        code += (
+            "\n# modules [first, end) of each Sequential become one block, the last ones first\n"
+            f"for name, first, end in [{listed}]:\n"
+            "    seq = model.get_submodule(name)\n"
+            "    seq[first] = Residual(*seq[first:end])\n"
+            "    del seq[first + 1 : end]\n"
+        )
+    if wrapped:
+        code += "\nfor name in " + names_code(wrapped) + ":\n"
+        code += REPLACE_LOOP.format(new="Residual(model.get_submodule(name))")
+    return code
+
+
+def _no_block_reason(model: nn.Module) -> str:
+    if any(isinstance(m, Residual) for m in model.modules()):
+        return (
+            "This model already has skip connections around its shape-keeping blocks, and no "
+            "other hidden block keeps its input's shape."
+        )
+    return (
+        "This model has no hidden block whose output has its input's shape (a Linear with as "
+        "many outputs as inputs, or a stride-1 Conv that keeps its channels and size, followed "
+        "by its activation), so x + f(x) cannot be added without a projection. Give the hidden "
+        "layers one width, or add projection shortcuts yourself."
+    )
