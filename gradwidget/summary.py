@@ -42,8 +42,6 @@ class RunSummary:
         Run name.
     remedies : str
         The remedies it used, comma-separated ("" for none).
-    training : str
-        The settings its training remedies set (e.g. ``"lr 5, clip 1"``); "" without any.
     final_loss : float
         Loss at the last recorded step (NaN when nothing was recorded).
     accuracy : float
@@ -55,16 +53,18 @@ class RunSummary:
         First recorded step at which the loss was at or below the threshold (None: never).
     wall_time_s : float
         Seconds the run trained, pauses excluded.
+    training : str
+        The settings its training remedies set (e.g. ``"lr 5, clip 1"``); "" without any.
     """
 
     run: str
     remedies: str
-    training: str
     final_loss: float
     accuracy: float
     grad_ratio: float
     steps_to_threshold: int | None
     wall_time_s: float
+    training: str = ""
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunSummary))
@@ -109,13 +109,13 @@ def summarize_history(
     return RunSummary(
         run=name,
         remedies=", ".join(remedies),
-        training=training,
         final_loss=float(loss.last[-1, 0]) if len(loss) else math.nan,
         accuracy=_last(history, "test_accuracy", "accuracy"),
         grad_ratio=_grad_ratio(history.grad_norm),
         # lo: a loss that dipped below the bar inside a merged bucket still counts.
         steps_to_threshold=_first_step_at_or_below(loss.steps, loss.lo[:, 0], threshold),
         wall_time_s=float(wall_time),
+        training=training,
     )
 
 
@@ -124,8 +124,8 @@ def format_table(rows: Sequence[RunSummary]) -> str:
 
     The training column is left out when no run used a training remedy.
     """
-    header = ("run", "remedies", "training", "final loss", "accuracy", "grad ratio",
-              "steps to bar", "time s")  # fmt: skip
+    header = ("run", "remedies", "final loss", "accuracy", "grad ratio", "steps to bar",
+              "time s", "training")  # fmt: skip
     shown = [i for i, c in enumerate(COLUMNS) if c != "training" or any(r.training for r in rows)]
     table = [header] + [
         tuple(_cell(name, v) for name, v in zip(COLUMNS, astuple(r), strict=True)) for r in rows
