@@ -24,6 +24,10 @@ STEPS = 4  # below the recorder's warm-up: every step is captured, the last row 
 CASES = [(name, device) for device in _zoo.devices() for name in _zoo.ZOO]
 IDS = [f"{name}-{device}" for name, device in CASES]
 # (model, remedy) pairs that must refuse, and a word the reason must contain.
+_NO_BLOCK = (
+    "conv1d", "conv2d", "conv3d", "frozen", "functional", "gru", "lstm", "one_layer",
+    "relu_inplace", "tied", "transformer", "untraceable", "unused_branch",
+)  # fmt: skip
 NOT_APPLICABLE = {
     ("untraceable", "relu"): "torch.fx",
     ("relu_inplace", "relu"): "nothing to replace",
@@ -44,11 +48,8 @@ NOT_APPLICABLE = {
     # Every hidden layer of these changes the width (or is called from forward, not a block).
     **{
         (name, "residual"): "no hidden block whose output has its input's shape"
-        for name in (
-            "conv1d", "conv2d", "conv3d", "frozen", "functional", "gru", "lstm", "one_layer",
-            "relu_inplace", "tied", "transformer", "untraceable", "unused_branch",
-        )
-    },  # fmt: skip
+        for name in _NO_BLOCK
+    },
 }
 WRAPPERS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "data_parallel": nn.DataParallel,
