@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -212,10 +213,15 @@ def _describe(model: nn.Module, block: _Span | str) -> str:
 def _code(spans: list[_Span], wrapped: list[str]) -> str:
     code = _RESIDUAL_CODE
     if spans:
-        listed = ", ".join(f'("{s.container}", {s.first}, {s.end})' for s in reversed(spans))
+        # Non-breaking spaces keep each tuple on one line when the list is wrapped.
+        listed = " ".join(f'("{s.container}",\xa0{s.first},\xa0{s.end}),' for s in spans)
+        lines = textwrap.wrap(listed, 88, initial_indent="    ", subsequent_indent="    ")
         code += (
-            "\n# modules [first, end) of each Sequential become one block, the last ones first\n"
-            f"for name, first, end in [{listed}]:\n"
+            "\n# (Sequential, first, end): its modules [first, end) become one block\n"
+            + "blocks = [\n"
+            + "\n".join(lines).replace("\xa0", " ")
+            + "\n]\n"
+            "for name, first, end in reversed(blocks):  # the last first: indices stay valid\n"
             "    seq = model.get_submodule(name)\n"
             "    seq[first] = Residual(*seq[first:end])\n"
             "    del seq[first + 1 : end]\n"
