@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from ._activation import TARGETS
 from ._apply import apply_remedies, apply_settings, check, split, suggest
 from ._norm import FeatureBatchNorm1d
 from ._plan import Change
-from ._registry import REGISTRY, REMEDIES, Group, Remedy, Target
+from ._registry import REGISTRY, Group, Remedy, Target
 from ._residual import Residual
 
 __all__ = [
@@ -82,7 +83,7 @@ def use_activation(model: nn.Module, to: str = "relu") -> nn.Module:
     RemedyNotApplicable
         Nothing to replace, or only functional calls that torch.fx cannot trace.
     """
-    if REMEDIES.get(to, REMEDIES["he_init"]).group is not Group.ACTIVATION:
+    if to not in TARGETS:
         raise ValueError(f"Unknown activation {to!r}; choose from relu, leaky_relu, gelu.")
     return apply_remedies(model, [to])
 

@@ -201,15 +201,15 @@ def _code(slot_names: tuple[str, ...], calls: str, to: ActivationTarget) -> str:
 
 
 def _nothing_reason(found: _Activations, trace_error: str | None, to: ActivationTarget) -> str:
-    sources = "saturating activations" + (" or ReLU" if to.replaces_relu else "")
+    relu = " or ReLU" if to.replaces_relu else ""
     if trace_error:
         return (
-            f"This model has no {sources} modules to replace by {to.label}, and torch.fx could "
-            "not trace its forward to look for functional ones such as torch.sigmoid "
-            f"({trace_error}). Use nn.Sigmoid / nn.Tanh modules in the model, or edit forward "
-            f"to call {to.call}."
+            f"This model has no saturating activation{relu} modules to replace by {to.label}, "
+            "and torch.fx could not trace its forward to look for functional ones such as "
+            f"torch.sigmoid ({trace_error}). Use nn.Sigmoid / nn.Tanh modules in the model, or "
+            f"edit forward to call {to.call}."
         )
-    reason = f"This model already uses no {sources} (Sigmoid, Tanh, ...)"
+    reason = f"This model already uses no saturating activations{relu} (Sigmoid, Tanh, ...)"
     if found.kept:
         reason += f" before its output; the output {listed(found.kept)} is kept on purpose"
     return reason + f", so there is nothing to replace by {to.label}."

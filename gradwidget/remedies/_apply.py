@@ -124,7 +124,7 @@ def apply_settings(settings: TrainConfig, names: Iterable[str]) -> TrainConfig:
             f"{', '.join(model_names)} change the model, not the training settings: use "
             "gw.apply_remedies(model, names)."
         )
-    for name in settings_names:
+    for name in settings_names:  # a settings plan reads no model: an empty one stands in
         settings = REMEDIES[name].plan(nn.Module(), settings).build()
     return settings
 

@@ -111,7 +111,9 @@ def _chain(module: nn.Module | None) -> _Chain | None:
     if _plain_sequential(module):
         parts = [_chain(child) for child in module._modules.values()]
         return None if None in parts else sum(parts, _Chain())
-    return _traced_chain(module) if not is_torch_object(module) else None
+    if is_torch_object(module) or not _only_known_parts(module):
+        return None
+    return _traced_chain(module)
 
 
 def _keeps_size(conv: nn.Module) -> bool:
@@ -126,6 +128,16 @@ def _keeps_size(conv: nn.Module) -> bool:
 def _plain_sequential(module: nn.Module) -> bool:
     """A Sequential that runs its children in order (a subclass may change forward)."""
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _only_known_parts(module: nn.Module) -> bool:
+    """Whether every leaf module inside is a layer, activation, norm or dropout.
+
+    Checked before tracing: a transformer block or an attention module fails it at once, so a
+    large model costs no torch.fx trace per submodule.
+    """
+    leaves = [m for m in module.modules() if not m._modules]
+    return all(isinstance(m, (*LAYER_TYPES, *_ACTIVATIONS, *_KEEP_SHAPE)) for m in leaves)
 
 
 def _traced_chain(module: nn.Module) -> _Chain | None:
