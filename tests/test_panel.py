@@ -445,7 +445,8 @@ def test_comparison_stays_legible_with_nine_runs() -> None:
     styles = [(line.colors[0], line.line_style) for line in view.loss_lines.values()]
     assert len(set(styles)) == 9 and len({run_style(i) for i in range(40)}) == 40
     assert not any(line.display_legend for line in view.loss_lines.values())  # it would cover them
-    assert all(f">■</span> {name}</td>" in view.table.value for name in names)  # the legend
+    for name, (colour, _) in view.styles.items():  # the table is the legend
+        assert f'<td><span style="color:{colour}">■</span></td><td>{name}</td>' in view.table.value
     assert all(cell.layout.width == "24%" for cell in view.cells.values())  # four to a row
     view.update({n: history for n in names[:3]}, rows[:3])
     assert all(line.display_legend for line in view.loss_lines.values())

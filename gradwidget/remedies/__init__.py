@@ -20,12 +20,13 @@ from ._activation import TARGETS
 from ._apply import apply_remedies, apply_settings, check, split, suggest
 from ._norm import FeatureBatchNorm1d
 from ._plan import Change
-from ._registry import REGISTRY, Group, Remedy, Target
+from ._registry import REGISTRY, REMEDIES, Group, Remedy, Target
 from ._residual import Residual
 
 __all__ = [
     "LABELS",
     "REGISTRY",
+    "REMEDIES",
     "REMEDY_NAMES",
     "SETTINGS_NAMES",
     "Change",

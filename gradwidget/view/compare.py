@@ -144,19 +144,17 @@ class CompareView(w.VBox):
 def to_html(rows: Sequence[RunSummary], colours: Mapping[str, str] | None = None) -> str:
     """A small HTML table of ``rows`` (numbers to 3 significant digits, "–" for none).
 
-    ``colours`` (run name -> CSS colour) puts a swatch of each run's loss-line colour before
-    its name: the table is the legend when there are too many runs for one on the chart. The
-    training column shows only when a run used a training remedy.
+    ``colours`` (run name -> CSS colour) adds a first column with a swatch of each run's
+    loss-line colour: the table is the legend when there are too many runs for one on the
+    chart. The training column shows only when a run used a training remedy.
     """
-    colours = colours or {}
     shown = [i for i, c in enumerate(COLUMNS) if c != "training" or any(r.training for r in rows)]
-    head = "".join(f"<th>{COLUMNS[i]}</th>" for i in shown)
+    swatches = colours is not None
+    head = "<th></th>" * swatches + "".join(f"<th>{COLUMNS[i]}</th>" for i in shown)
     body = "".join(
         "<tr>"
-        + "".join(
-            f"<td>{_swatch(colours.get(row.run)) if i == 0 else ''}{_cell(astuple(row)[i])}</td>"
-            for i in shown
-        )
+        + (_swatch(colours.get(row.run)) if swatches else "")
+        + "".join(f"<td>{_cell(astuple(row)[i])}</td>" for i in shown)
         + "</tr>"
         for row in rows
     )
@@ -165,7 +163,7 @@ def to_html(rows: Sequence[RunSummary], colours: Mapping[str, str] | None = None
 
 
 def _swatch(colour: str | None) -> str:
-    return "" if colour is None else f'<span style="color:{html.escape(colour)}">■</span> '
+    return f'<td><span style="color:{html.escape(colour)}">■</span></td>' if colour else "<td></td>"
 
 
 def _cell(value: object) -> str:
