@@ -406,7 +406,7 @@ def test_fix_bar_groups_rivals_reasons_and_stand_ins(panels, data) -> None:
     panel = panels(model, data, steps=5, batch_size=1)
     fixes = panel.fixes
     for group in gw.remedies.Group:
-        box = next(b for b in fixes.children[1].children[0].children
+        box = next(b for b in fixes.children[1].children[:-1]
                    if f"gw-fix-group-{group.value}" in b._dom_classes)  # fmt: skip
         in_box = [b.description for b in box.children[1].children]
         assert in_box == [r.label for r in gw.remedies.REGISTRY if r.group is group]

@@ -54,8 +54,10 @@ class FixBar(w.VBox):
         self.suggested: frozenset[str] = frozenset()
         self.buttons = {r.name: self._fix_button(r.name) for r in REGISTRY}
         self.retrain_button = w.Button(
-            description="Retrain with fixes", icon="repeat", layout=w.Layout(width="auto")
-        )  # the default width cuts the label to "Retrain with fi..."
+            description="Retrain with fixes",
+            icon="repeat",
+            layout=w.Layout(width="auto", flex="0 0 auto", margin="0 0 2px 0"),
+        )  # the default width (or a squeezed flex item) cuts the label to "Retrain with fi..."
         self.retrain_button.add_class("gw-retrain")
         self.retrain_button.on_click(lambda _: self.on_retrain(self.selected))
         self._retrain_reason: str | None = None
@@ -64,10 +66,10 @@ class FixBar(w.VBox):
             "<b>Fixes</b> (toggle, then retrain; highlighted: what the diagnosis suggests):"
         )
         groups = w.HBox(
-            [self._group_box(group) for group in Group],
+            [*(self._group_box(group) for group in Group), self.retrain_button],
             layout=w.Layout(flex_flow="row wrap", align_items="flex-end"),
-        )
-        super().__init__([caption, w.HBox([groups, self.retrain_button])])
+        )  # wraps on narrow screens; the retrain button follows the last group
+        super().__init__([caption, groups])
         self.add_class("gw-fixes")
 
     def _group_box(self, group: Group) -> w.VBox:
