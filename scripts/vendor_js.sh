@@ -49,5 +49,9 @@ fa-solid-900.woff2 and fa-regular-400.woff2: Font Awesome Free 5.15.4 by @fontaw
 https://fontawesome.com. License: https://fontawesome.com/license/free (Icons: CC BY 4.0,
 Fonts: SIL OFL 1.1, Code: MIT License). Copied unchanged from @jupyter-widgets/html-manager.
 TXT
-echo "@jupyter-widgets/html-manager@$VERSION sha256:$SHA256" > "$dest/VERSION"
+# What was vendored, and the file's own checksum (tests/test_report.py checks it).
+{
+    echo "@jupyter-widgets/html-manager@$VERSION tarball-sha256:$SHA256"
+    (cd "$dest" && sha256sum libembed-amd.js fa-solid-900.woff2 fa-regular-400.woff2)
+} > "$dest/VERSION"
 ls -l "$dest"

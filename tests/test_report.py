@@ -7,6 +7,7 @@ panel's widgets hold, and the written summary the diagnosis ``gw.diagnose`` give
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import re
@@ -150,3 +151,17 @@ def test_an_own_loop_panel_exports_its_loop(tmp_path) -> None:
         panel.close()
     assert "<h3>your training loop</h3>" in page and "your own training loop" in page
     assert "<h2>Comparison</h2>" not in page and f"<td>{FIXES[0]}" not in page
+
+
+def test_the_vendored_files_are_the_pinned_release() -> None:
+    """scripts/vendor_js.sh pins a version and records each file's SHA-256; nothing edited them."""
+    folder = Path(_assets.__file__).parents[1] / "_static" / "html-manager"
+    pin, *sums = (folder / "VERSION").read_text().splitlines()
+    script = (Path(__file__).parents[1] / "scripts" / "vendor_js.sh").read_text()
+    version = re.search(r'VERSION="([^"]+)"', script).group(1)
+    assert pin.startswith(f"@jupyter-widgets/html-manager@{version} ")
+    assert len(sums) == 3
+    for line in sums:
+        digest, name = line.split()
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+    assert (folder / "LICENSE").read_text().startswith("Copyright (c) 2015 Project Jupyter")

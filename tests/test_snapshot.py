@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.nn.functional as F
 from _finding import trained_panel
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
@@ -95,3 +98,27 @@ def test_a_panel_with_nothing_recorded_says_so(panels) -> None:
     empty = panels(gw.models.deep_mlp(2, 8, in_features=2, out_features=2), gw.datasets.spirals())
     with pytest.raises(gw.GradWidgetError, match="Nothing to draw yet"):
         empty.snapshot()
+
+
+def test_an_own_loop_panel_draws_its_loop() -> None:
+    model = gw.models.deep_mlp(3, 16, "relu", in_features=2, out_features=3)
+    data = gw.datasets.spirals(n=64)
+    panel = gw.GradPanel(model)
+    try:
+        for _ in range(3):
+            model.zero_grad()
+            loss = F.cross_entropy(model(data.x_train), data.y_train)
+            loss.backward()
+            panel.capture(loss)
+        shot = panel.snapshot(dpi=40)
+    finally:
+        panel.close()
+    assert imread(io.BytesIO(shot.png)).shape[:2] == (360, 480)
+
+
+def test_every_tutorial_ends_with_a_snapshot() -> None:
+    notebooks = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        last = json.loads(path.read_text())["cells"][-1]
+        assert last["cell_type"] == "code" and "".join(last["source"]).endswith("panel.snapshot()")
