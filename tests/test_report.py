@@ -122,12 +122,14 @@ def test_a_failed_export_turns_the_status_red_and_the_panel_survives(
     panel, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(report, "default_name", lambda: "no-such-folder/report.html")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(report, "default_name", lambda: "a-file/report.html")
     panel.export_button.click()
     assert panel.status.text == "The report could not be saved."
-    assert "FileNotFoundError" in panel.status.errors.outputs[-1]["text"]
+    assert "FileExistsError" in panel.status.errors.outputs[-1]["text"]
     monkeypatch.undo()
     assert panel.export_html(tmp_path).parent == tmp_path  # works again; a folder gets a file
+    assert panel.export_html(tmp_path / "new" / "r.html").is_file()  # parents are made
 
 
 def test_a_missing_widget_bundle_is_named(panel, tmp_path, monkeypatch) -> None:
@@ -165,3 +167,12 @@ def test_the_vendored_files_are_the_pinned_release() -> None:
         digest, name = line.split()
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
     assert (folder / "LICENSE").read_text().startswith("Copyright (c) 2015 Project Jupyter")
+
+
+def test_a_closed_panel_refuses_to_export(tmp_path) -> None:
+    model = gw.models.deep_mlp(2, 8, in_features=2, out_features=2)
+    panel = gw.GradPanel(model, gw.datasets.spirals(n=64))
+    panel.close()
+    with pytest.raises(gw.GradWidgetError, match="closed"):
+        panel.export_html(tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()

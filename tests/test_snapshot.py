@@ -84,8 +84,8 @@ def test_the_diagnosis_text_is_in_the_figure(drawn) -> None:
     assert any(findings["baseline"])
     for name, found in findings.items():
         assert f"{name}:" in text
-        for finding in found:
-            assert finding.title in flat and " ".join(finding.message.split()) in flat
+        for finding in found:  # the cause's first words; the report has the whole message
+            assert finding.title in flat and " ".join(finding.message.split()[:12]) in flat
 
 
 def test_without_matplotlib_the_error_names_the_extra(panel, monkeypatch) -> None:
@@ -122,3 +122,13 @@ def test_every_tutorial_ends_with_a_snapshot() -> None:
     for path in notebooks:
         last = json.loads(path.read_text())["cells"][-1]
         assert last["cell_type"] == "code" and "".join(last["source"]).endswith("panel.snapshot()")
+
+
+def test_a_long_diagnosis_is_cut_to_fit_under_the_charts(panel, drawn) -> None:
+    _, _, findings = drawn
+    many = {f"run {i}": findings["baseline"] * 3 for i in range(4)}
+    histories = dict.fromkeys(many, panel.runs[0].run.history)
+    figure = snapshot.draw(histories, many, gw.Thresholds())
+    diagnosis = figure.axes[-1].texts[0].get_text().splitlines()
+    assert len(diagnosis) == snapshot._TEXT_LINES
+    assert diagnosis[-1].startswith("… ") and "more lines" in diagnosis[-1]

@@ -21,6 +21,7 @@ import ipywidgets as w
 from ipywidgets.embed import dependency_state, embed_data
 
 from ..diagnosis import diagnose
+from ..errors import GradWidgetError
 from ..remedies import LABELS
 from . import _export, _settings
 from ._assets import Script, font_faces, page_scripts
@@ -29,6 +30,7 @@ from .findings import render
 
 __all__ = ["default_name", "export_button", "export_html"]
 
+_TOOLTIP = "Save this panel as one HTML file that opens in any browser, offline"
 _STATE = "application/vnd.jupyter.widget-state+json"
 _VIEW = "application/vnd.jupyter.widget-view+json"
 _STYLE = """
@@ -58,9 +60,15 @@ def default_name() -> str:
 
 def export_html(panel: Any, path: str | Path) -> Path:
     """Write the report of ``panel`` to ``path`` (a folder: a new file in it); the path."""
+    if panel._closed:  # its widgets are gone, and with them the charts' state
+        raise GradWidgetError(
+            "This panel is closed, so its charts are gone. Export before panel.close(); the "
+            "data is still in panel.runs (panel.export(path) or panel.snapshot())."
+        )
     path = Path(path)
     if path.is_dir():
         path = path / default_name()
+    path.parent.mkdir(parents=True, exist_ok=True)
     histories = _export.histories(panel.runs, panel.recorder)
     state = _static_state(dependency_state(panel, drop_defaults=False))
     data = embed_data(views=[panel], state=state)
@@ -75,9 +83,6 @@ def export_button(panel: Any) -> w.Button:
     button.add_class("gw-export")
     button.on_click(lambda _: _export_clicked(panel))
     return button
-
-
-_TOOLTIP = "Save this panel as one HTML file that opens in any browser, offline"
 
 
 def _export_clicked(panel: Any) -> None:

@@ -30,6 +30,8 @@ __all__ = ["Snapshot", "draw", "take"]
 _MAX_RUN_CHARTS = 4  # the newest runs get a gradient chart each; all are in the other charts
 _POINTS = 600  # per line: plenty for a 12-inch figure, and spikes survive (min/max)
 _TEXT_WIDTH = 160  # characters per line of the diagnosis text
+_LINES_PER_FINDING = 3  # the cause in short; the report and the panel give the whole message
+_TEXT_LINES = 14  # what fits under the charts at 8.5 pt
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,11 @@ def _diagnosis(ax: Any, findings: Mapping[str, Sequence[Finding]]) -> None:
                 _TEXT_WIDTH,
                 initial_indent="    ",
                 subsequent_indent="      ",
+                max_lines=_LINES_PER_FINDING,
+                placeholder=" …",
             )
+    if len(lines) > _TEXT_LINES:
+        hidden = len(lines) - _TEXT_LINES + 1
+        lines = [*lines[: _TEXT_LINES - 1], f"… {hidden} more lines: see panel.export_html()."]
     ax.set_title("Diagnosis", loc="left")
     ax.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8.5, family="monospace")
