@@ -108,6 +108,9 @@ def test_inline_text_cannot_close_its_script_element() -> None:
     assert "</script" not in escaped.lower() and "<!--" not in escaped
     value = {"html": "<b>x</b></script><!--"}
     assert "<" not in report._json(value) and json.loads(report._json(value)) == value
+    # A browser's JSON.parse refuses NaN: non-finite numbers are saved as null.
+    odd = {"min": float("nan"), "ticks": [1.0, float("inf")], "max": 2.0}
+    assert json.loads(report._json(odd)) == {"min": None, "ticks": [1.0, None], "max": 2.0}
 
 
 def test_the_export_button_saves_in_the_working_folder(panel, tmp_path, monkeypatch) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import html
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -164,4 +165,16 @@ def _inline_js(source: str) -> str:
 
 def _json(value: Any) -> str:
     # "<" as \u003c: the same JSON, and nothing the HTML parser can take for a tag.
-    return json.dumps(value, allow_nan=False).replace("<", "\\u003c")
+    return json.dumps(_finite(value), allow_nan=False).replace("<", "\\u003c")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no word for them, and a browser
+    refuses the whole state over one (a diverged run leaves such numbers behind)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
