@@ -56,6 +56,8 @@ def test_the_snapshot_is_a_png_of_the_expected_size(panel) -> None:
         assert image.shape[:2] == size[::-1]
         assert np.ptp(image[..., :3]) > 0.5  # drawn on, not a blank page
     assert repr(shot) == "Snapshot(width=600, height=450)"  # no bytes in a cell's text
+    with pytest.raises(gw.GradWidgetError, match="dpi must be a positive number"):
+        panel.snapshot(dpi=0)
 
 
 def test_each_runs_layers_are_drawn_in_their_colours(panel, drawn) -> None:

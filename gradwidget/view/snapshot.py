@@ -62,6 +62,8 @@ class Snapshot:
 
 def take(panel: Any, dpi: int = 100) -> Snapshot:
     """Draw ``panel``'s runs (or its own loop) as a PNG of 12 x 9 inches at ``dpi``."""
+    if not dpi > 0:
+        raise GradWidgetError(f"dpi must be a positive number of dots per inch, got {dpi!r}.")
     histories = {k: h for k, h in _export.histories(panel.runs, panel.recorder).items() if len(h)}
     if not histories:
         raise GradWidgetError(
