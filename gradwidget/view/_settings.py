@@ -19,7 +19,7 @@ def rows(panel: Any) -> list[tuple[str, str]]:
         ("model", f"{type(model).__name__}, {n_params:,} parameters"),
         ("mode", _mode(panel)),
     ]
-    if panel.recorder is None:  # own loop: the user's loop, not this config, trained it
+    if panel.recorder is None:  # the config trained these runs; an own loop has its own
         out += [(f.name, _text(getattr(panel.config, f.name))) for f in fields(panel.config)]
     limits = ", ".join(f"{k}={v:g}" for k, v in asdict(panel.thresholds).items())
     out.append(("diagnosis thresholds", limits))
