@@ -451,3 +451,17 @@ def test_comparison_stays_legible_with_nine_runs() -> None:
     view.update({n: history for n in names[:3]}, rows[:3])
     assert all(line.display_legend for line in view.loss_lines.values())
     assert all(cell.layout.width == "32%" for cell in view.cells.values())
+
+
+def test_own_loop_fix_bar_says_where_each_kind_of_fix_goes(panels) -> None:
+    model = mlp(depth=4)
+    panel = panels(model)
+    panel.fixes.buttons["residual"].click()
+    panel.fixes.buttons["clip_grad"].click()
+    text = panel.status.text
+    assert "panel.remedied_model(['residual'])" in text and "Put clip_grad in your loop" in text
+    assert "gw.remedies.check(model, 'clip_grad').code" in text
+    assert "clip_grad_norm_" in gw.remedies.check(model, "clip_grad").code
+    assert isinstance(panel.remedied_model(["residual"])[2], gw.remedies.Residual)
+    with pytest.raises(ValueError, match="change the training settings, not the model"):
+        panel.remedied_model(["clip_grad"])

@@ -52,6 +52,7 @@ class FixBar(w.VBox):
         self.on_change, self.on_retrain = on_change, on_retrain
         self.selected: tuple[str, ...] = ()
         self.suggested: frozenset[str] = frozenset()
+        self._stand_ins: dict[tuple[str, ...], frozenset[str]] = {}
         self.buttons = {r.name: self._fix_button(r.name) for r in REGISTRY}
         self.retrain_button = w.Button(
             description="Retrain with fixes",
@@ -103,7 +104,10 @@ class FixBar(w.VBox):
 
     def suggest(self, names: Iterable[str]) -> None:
         """Highlight the remedies the diagnosis recommends (a stand-in where one cannot apply)."""
-        suggested = frozenset(remedies.suggest(names, self.model, self.settings))
+        wanted = tuple(names)
+        if wanted not in self._stand_ins:  # checks copy the model: once per distinct advice
+            self._stand_ins[wanted] = frozenset(remedies.suggest(wanted, self.model, self.settings))
+        suggested = self._stand_ins[wanted]
         if suggested != self.suggested:
             self.suggested = suggested
             self._restyle()

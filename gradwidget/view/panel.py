@@ -241,8 +241,12 @@ class GradPanel(w.VBox):
         model_names, settings_names = split(names)
         text = f"Get the fixed model with panel.remedied_model({list(model_names)!r}). "
         text = text if model_names else ""
-        if settings_names:  # the user's loop owns its optimizer: the tooltips hold the code
-            text += f"Put {', '.join(settings_names)} in your loop: see the buttons' tooltips."
+        if settings_names:  # the user's loop owns its optimizer and its step
+            name = settings_names[0]
+            text += (
+                f"Put {', '.join(settings_names)} in your loop: "
+                f"gw.remedies.check(model, {name!r}).code has the lines."
+            )
         self.status.say(text.strip())
 
     # -- results -------------------------------------------------------------------------
