@@ -140,12 +140,21 @@ def test_residual_leaves_forwards_that_are_not_a_chain_alone() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.act(self.fc(x)) * x
 
-    for block in (Reshaping(), Branching()):
-        model = nn.Sequential(
-            nn.Linear(6, 8), nn.Tanh(), block, nn.Linear(8 if type(block) is Branching else 4, 3)
-        )
+    class InPlaceFirst(Reshaping):  # changes x itself before x + f(x) could add it
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.tanh_())
+
+    for block in (Reshaping(), Branching(), InPlaceFirst()):
+        width = 4 if type(block) is Reshaping else 8
+        model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), block, nn.Linear(width, 3))
         with pytest.raises(RemedyNotApplicable, match="no hidden block whose output has"):
             remedies.check(model, "residual")
+    # An in-place first step stays outside: relu_(h), then h + tanh(W h).
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(8, 8), nn.Tanh())
+    remedied, x = remedies.add_residual(nn.Sequential(model, nn.Linear(8, 3))), torch.randn(5, 8)
+    assert [type(m) for m in remedied[0]] == [nn.ReLU, remedies.Residual]
+    h = torch.relu(x)
+    torch.testing.assert_close(remedied(x.clone()), remedied[1](h + model[2](model[1](h))))
 
 
 def test_residual_refusals_say_why() -> None:

@@ -109,8 +109,12 @@ def _chain(module: nn.Module | None) -> _Chain | None:
     if isinstance(module, Residual) or module is None:
         return None  # already a skip connection: never wrapped twice
     if _plain_sequential(module):
-        parts = [_chain(child) for child in module._modules.values()]
-        return None if None in parts else sum(parts, _Chain())
+        children = list(module._modules.values())
+        parts = [_chain(child) for child in children]
+        # An in-place first step would change x itself before x + f(x) adds it.
+        if None in parts or getattr(children[0], "inplace", False):
+            return None
+        return sum(parts, _Chain())
     if is_torch_object(module) or not _only_known_parts(module):
         return None
     return _traced_chain(module)
@@ -155,8 +159,8 @@ def _traced_chain(module: nn.Module) -> _Chain | None:
         if node.op == "output":
             return total
         step = _traced_step(module, node)
-        if step is None:
-            return None
+        if step is None or (previous is nodes[0] and _in_place(module, node)):
+            return None  # unknown, or an in-place change of x itself
         total, previous = total + step, node
     return None
 
@@ -166,6 +170,13 @@ def _traced_step(module: nn.Module, node: fx.Node) -> _Chain | None:
         return _chain(module.get_submodule(str(node.target)))
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
     return _Chain(activations=1) if str(name).rstrip("_") in _ACTIVATION_CALLS else None
+
+
+def _in_place(module: nn.Module, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return bool(getattr(module.get_submodule(str(node.target)), "inplace", False))
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return str(name).endswith("_") or bool(node.kwargs.get("inplace", False))
 
 
 def _block(module: nn.Module | None, output: nn.Module | None) -> _Chain | None:
