@@ -14,6 +14,7 @@ import gradwidget as gw
 from gradwidget import diagnosis, remedies
 from gradwidget.remedies import REGISTRY, Group, Target
 from gradwidget.steps import Stepper
+from gradwidget.summary import summarize
 
 torch.set_num_threads(1)
 
@@ -102,6 +103,10 @@ def test_lower_lr_scales_an_optimizer_factory_too() -> None:
     optimizer = fixed.optimizer(net().parameters())
     assert isinstance(optimizer, torch.optim.Adam)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.003)
+    run = gw.Run(net(), batch(), dataclasses.replace(fixed, steps=2), name="lower")
+    run.start().join(30)
+    assert summarize(run, ("lower_lr",)).training == "lr x0.1"  # as the comparison shows it
+    assert summarize(run, ()).training == ""
 
 
 def test_settings_remedies_refuse_with_a_sentence_and_stay_apart_from_models() -> None:
