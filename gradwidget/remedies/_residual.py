@@ -7,27 +7,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from ..errors import RemedyNotApplicable
-from ._fx import trace
 from ._plan import REPLACE_LOOP, Change, Plan, counted, names_code
+from ._shapes import Chain, chain_of, plain_sequential
 from ._tree import LAYER_TYPES, is_torch_composite, is_torch_object, own_modules, set_module, slots
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
-_KEEP_SHAPE = (*_NORMS, nn.Identity, nn.modules.dropout._DropoutNd)
-# Elementwise activations, as modules and as calls in a custom block's forward.
-_ACTIVATIONS = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Softplus, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmoid,
-    nn.Hardswish, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink,
-)  # fmt: skip
-_ACTIVATION_CALLS = frozenset({
-    "relu", "relu6", "leaky_relu", "prelu", "elu", "selu", "celu", "gelu", "silu", "mish",
-    "softplus", "sigmoid", "expit", "tanh", "hardtanh", "hardsigmoid", "hardswish", "softsign",
-    "logsigmoid",
-})  # fmt: skip
 _RESIDUAL_CODE = """import torch.nn as nn
 
 
@@ -50,17 +36,6 @@ class Residual(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + super().forward(x)
-
-
-@dataclass(frozen=True)
-class _Chain:
-    """A chain of steps that keeps its input's shape: how many layers and activations."""
-
-    layers: int = 0
-    activations: int = 0
-
-    def __add__(self, other: _Chain) -> _Chain:
-        return _Chain(self.layers + other.layers, self.activations + other.activations)
 
 
 @dataclass(frozen=True)
@@ -96,92 +71,9 @@ def plan_residual(model: nn.Module) -> Plan:
     return Plan(Change("residual", summary, _code(spans, wrapped)), build)
 
 
-def _chain(module: nn.Module | None) -> _Chain | None:
-    """What ``module`` holds if it maps x to the shape of x as a chain; None if not known."""
-    if isinstance(module, nn.Linear):
-        return _Chain(1) if module.in_features == module.out_features else None
-    if isinstance(module, _CONVS):
-        return _Chain(1) if _keeps_size(module) else None
-    if isinstance(module, _ACTIVATIONS):
-        return _Chain(activations=1)
-    if isinstance(module, _KEEP_SHAPE):
-        return _Chain()
-    if isinstance(module, Residual) or module is None:
-        return None  # already a skip connection: never wrapped twice
-    if _plain_sequential(module):
-        children = list(module._modules.values())
-        parts = [_chain(child) for child in children]
-        # An in-place first step would change x itself before x + f(x) adds it.
-        if None in parts or getattr(children[0], "inplace", False):
-            return None
-        return sum(parts, _Chain())
-    if is_torch_object(module) or not _only_known_parts(module):
-        return None
-    return _traced_chain(module)
-
-
-def _keeps_size(conv: nn.Module) -> bool:
-    if conv.in_channels != conv.out_channels or any(s != 1 for s in conv.stride):
-        return False
-    if conv.padding == "same":
-        return True
-    spans = zip(conv.padding, conv.dilation, conv.kernel_size, strict=True)
-    return conv.padding != "valid" and all(2 * p == d * (k - 1) for p, d, k in spans)
-
-
-def _plain_sequential(module: nn.Module) -> bool:
-    """A Sequential that runs its children in order (a subclass may change forward)."""
-    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
-
-
-def _only_known_parts(module: nn.Module) -> bool:
-    """Whether every leaf module inside is a layer, activation, norm or dropout.
-
-    Checked before tracing: a transformer block or an attention module fails it at once, so a
-    large model costs no torch.fx trace per submodule.
-    """
-    leaves = [m for m in module.modules() if not m._modules]
-    return all(isinstance(m, (*LAYER_TYPES, *_ACTIVATIONS, *_KEEP_SHAPE)) for m in leaves)
-
-
-def _traced_chain(module: nn.Module) -> _Chain | None:
-    """A custom module whose forward is one input through shape-keeping steps, in a row."""
-    graph, _ = trace(module)
-    if graph is None:
-        return None
-    nodes = list(graph.nodes)
-    if [n.op for n in nodes].count("placeholder") != 1 or nodes[0].op != "placeholder":
-        return None
-    total, previous = _Chain(), nodes[0]
-    for node in nodes[1:]:
-        if node.all_input_nodes != [previous] or len(previous.users) != 1:
-            return None  # a branch, or a second use of a value: not a chain
-        if node.op == "output":
-            return total
-        step = _traced_step(module, node)
-        if step is None or (previous is nodes[0] and _in_place(module, node)):
-            return None  # unknown, or an in-place change of x itself
-        total, previous = total + step, node
-    return None
-
-
-def _traced_step(module: nn.Module, node: fx.Node) -> _Chain | None:
-    if node.op == "call_module":
-        return _chain(module.get_submodule(str(node.target)))
-    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-    return _Chain(activations=1) if str(name).rstrip("_") in _ACTIVATION_CALLS else None
-
-
-def _in_place(module: nn.Module, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return bool(getattr(module.get_submodule(str(node.target)), "inplace", False))
-    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-    return str(name).endswith("_") or bool(node.kwargs.get("inplace", False))
-
-
-def _block(module: nn.Module | None, output: nn.Module | None) -> _Chain | None:
+def _block(module: nn.Module | None, output: nn.Module | None) -> Chain | None:
     """The chain of a candidate block's first module: it must hold a layer, not the output."""
-    chain = _chain(module)
+    chain = chain_of(module)
     if chain is None or not chain.layers or any(m is output for m in module.modules()):
         return None
     return chain
@@ -189,7 +81,7 @@ def _block(module: nn.Module | None, output: nn.Module | None) -> _Chain | None:
 
 def _blocks(module: nn.Module, prefix: str, output: nn.Module | None) -> Iterator[_Span | str]:
     """Blocks to wrap: spans of plain Sequentials, or whole custom modules (their slot name)."""
-    if _plain_sequential(module):
+    if plain_sequential(module):
         yield from _sequential_blocks(module, prefix, output)
         return
     for name, child in slots(module):
@@ -209,7 +101,7 @@ def _sequential_blocks(seq: nn.Sequential, prefix: str, output: nn.Module | None
     while i < len(children):
         chain, end = _block(children[i][1], output), i + 1
         while chain is not None and end < len(children):
-            step = _chain(children[end][1])
+            step = chain_of(children[end][1])
             if step is None or step.layers:
                 break
             chain, end = chain + step, end + 1
