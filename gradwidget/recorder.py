@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,10 @@ from torch import nn
 
 from .activations import FIELDS as ACTIVATION_FIELDS
 from .activations import ActivationProbe
+from .distributed import Scope, local, unwrap
 from .errors import GradWidgetError
 from .history import History
+from .log import LogWriter
 
 __all__ = ["Recorder"]
 
@@ -57,7 +60,7 @@ def _find_layers(model: nn.Module) -> list[_Layer]:
 
 def _norms(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     """L2 norm of each tensor, fused, stacked on ``device``."""
-    norms = torch._foreach_norm(tensors)
+    norms = torch._foreach_norm([local(t) for t in tensors])  # a DTensor's own shard
     try:
         return torch.stack(norms)
     except RuntimeError:  # parameters of several dtypes or devices
@@ -78,6 +81,11 @@ class Recorder:
     budget : float or None
         Largest fraction of a training step that gradient captures may cost; when one capture
         costs more, gradients are captured every ``grad_every`` steps instead. None: every step.
+        Under FSDP2 every step is captured (see :mod:`gradwidget.distributed`).
+    log_dir : str or Path, optional
+        Also append everything recorded to the log in this folder (see :mod:`gradwidget.log`),
+        which :func:`gradwidget.open_log` and :meth:`gradwidget.GradPanel.follow` read, also
+        while the job runs. Under ``torch.distributed`` only rank 0 writes it.
 
     Examples
     --------
@@ -96,7 +104,9 @@ class Recorder:
         act_every: int | None = 10,
         capacity: int = 1024,
         budget: float | None = 0.03,
+        log_dir: str | Path | None = None,
     ) -> None:
+        model = unwrap(model)
         self._all_layers = _find_layers(model)
         if not self._all_layers:
             raise GradWidgetError(
@@ -105,7 +115,9 @@ class Recorder:
             )
         self.model = model
         self.act_every = act_every or 0
-        self.budget = budget
+        # Every rank must join each capture's collective: no per-rank adaptive interval.
+        self._scope = Scope.of([p for layer in self._all_layers for p in layer.params])
+        self.budget = None if self._scope.sharded else budget
         self.step = 0
         self.grad_every = 1
         self._last_grads: int | None = None  # step of the latest gradient capture
@@ -120,7 +132,9 @@ class Recorder:
         self._weight_norms: torch.Tensor | None = None  # set while an update is pending
         self._closed = False
         self._cost = _CostMeter()
-        self._probe.arm()  # step 0 is always sampled: it also tells the execution order
+        self._log = LogWriter(log_dir) if log_dir is not None and self._scope.writes else None
+        if self._scope.records:  # elsewhere (DDP ranks > 0) the recorder costs nothing
+            self._probe.arm()  # step 0 is always sampled: it also tells the execution order
 
     # -- public -------------------------------------------------------------------------------
 
@@ -157,6 +171,9 @@ class Recorder:
         """
         if self._closed:
             raise GradWidgetError("This recorder is closed; create a new one to record again.")
+        if not self._scope.records:
+            self.step += 1
+            return
         started = time.perf_counter()
         if not self._ordered:
             self._fix_order()
@@ -181,6 +198,8 @@ class Recorder:
         self._probe.remove()
         self._probe.take()
         self._before_update, self._weight_norms = [], None
+        if self._log is not None:
+            self._log.close()
         self._closed = True
 
     remove = close
@@ -218,7 +237,7 @@ class Recorder:
             parts.update(self._activation_rows(device))
             self._keep_weights(device)
         if parts:
-            host = torch.cat([t.reshape(-1).to(device, torch.float32) for t in parts.values()])
+            host = self._scope.combine(parts, device)  # FSDP2: the one all_reduce
             self._append(step, _unflatten(parts, host.cpu().numpy()), present)
 
     def _append(self, step: int, values: dict[str, np.ndarray], present: list[int]) -> None:
@@ -246,7 +265,7 @@ class Recorder:
         return np.where(has_grad, np.sqrt(squares), np.nan)
 
     def _keep_weights(self, device: torch.device) -> None:
-        params = [p.detach() for p in self._param_list]
+        params = [local(p.detach()) for p in self._param_list]
         if [b.shape for b in self._before_update] != [p.shape for p in params]:
             self._before_update = [torch.empty_like(p) for p in params]
         torch._foreach_copy_(self._before_update, params)
@@ -256,7 +275,9 @@ class Recorder:
         """Norms of the weights at the sample and of the step the optimizer took since."""
         weight, self._weight_norms = self._weight_norms, None
         moved = self._before_update
-        torch._foreach_sub_(moved, [p.detach() for p in self._param_list])  # in place: no copy
+        torch._foreach_sub_(
+            moved, [local(p.detach()) for p in self._param_list]
+        )  # in place: no copy
         return {"weight_norm": weight, "update_norm": _norms(moved, device)}
 
     def _activation_rows(self, device: torch.device) -> dict[str, torch.Tensor]:
@@ -272,10 +293,11 @@ class Recorder:
         exist tells the two apart.
         """
         counts = np.zeros(len(self._layers))
-        for i in np.flatnonzero(~np.isfinite(norms)):
+        bad = np.flatnonzero(~np.isfinite(norms))  # alike on every rank: norms are reduced
+        for i in bad:
             grads = [p.grad for p in self._layers[i].params if p.grad is not None]
-            counts[i] = sum(int((~torch.isfinite(g)).sum()) for g in grads)
-        return counts
+            counts[i] = sum(int((~torch.isfinite(local(g))).sum()) for g in grads)
+        return self._scope.total(counts) if bad.size else counts
 
     # -- sampling and its cost ----------------------------------------------------------------
 
@@ -303,6 +325,8 @@ class Recorder:
         self._owner = np.array([i for i, layer in enumerate(self._layers) for _ in layer.params])
         if self.layers != self._history.layers:
             self._history = History(self.layers, self._capacity)
+        if self._log is not None:
+            self._log.start(self._layers, self._history)
 
 
 def _loss_value(loss: Any) -> torch.Tensor:

@@ -120,6 +120,13 @@ class GradPanel(w.VBox):
         _WATCHED[model] = self
         return recorder
 
+    @classmethod
+    def follow(cls, path: Any, **options: Any) -> Any:
+        """A live view of the log(s) a job writes at ``path``: :class:`.follow.FollowView`."""
+        from .follow import FollowView
+
+        return FollowView(path, **options)
+
     # -- actions -------------------------------------------------------------------------
 
     def train(self) -> Run | None:

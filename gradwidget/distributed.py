@@ -1,0 +1,137 @@
+"""Correct per-layer numbers when one model trains on several processes (``torch.distributed``).
+
+Two cases, told apart by the parameters themselves:
+
+* **Replicated** (DDP, or any data parallelism that all-reduces gradients after backward):
+  every rank holds the full, already averaged gradients, so rank 0 alone records; the recorder
+  on any other rank does nothing at all.
+* **Sharded** (FSDP2's ``fully_shard``: parameters and gradients are ``DTensor`` shards): a
+  layer's norm is ``sqrt(sum over ranks of each rank's local sum of squares)``. Every rank
+  computes its local squared norms, then **one** ``all_reduce`` per capture sums them; the
+  same collective carries rank 0's loss and activation statistics to everyone, so each rank
+  ends the capture with identical numbers. Rank 0 writes them to the log.
+
+Collectives must be called by every rank in the same order, so under sharding every rank
+captures on every step (no adaptive interval, which would differ between ranks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Scope", "local", "rank", "unwrap", "world_size"]
+
+# Parts of a capture that are L2 norms of parameter-shaped tensors: they add up as squares.
+NORM_PARTS = frozenset({"grad_norm", "weight_norm", "update_norm"})
+
+try:  # DTensor is public from torch 2.4; older or minimal builds simply have no sharding
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover
+    DTensor = None  # type: ignore[assignment,misc]
+
+
+def _initialized() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank in the default group (0 without ``torch.distributed``)."""
+    return torch.distributed.get_rank() if _initialized() else 0
+
+
+def world_size() -> int:
+    """Processes in the default group (1 without ``torch.distributed``)."""
+    return torch.distributed.get_world_size() if _initialized() else 1
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """The shard this rank holds of a ``DTensor``; any other tensor unchanged.
+
+    Fused ops such as ``torch._foreach_copy_`` have no sharding strategy for DTensors, and a
+    DTensor norm would be a collective per tensor: work on the plain local shard instead.
+    """
+    if DTensor is not None and isinstance(tensor, DTensor):
+        return tensor.to_local()
+    return tensor
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside a ``DistributedDataParallel`` wrapper (layer names without
+    the ``module.`` prefix; the hooks see the same forward)."""
+    inner = getattr(model, "module", None)
+    if isinstance(model, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module):
+        return inner
+    return model
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where this process stands: its rank, the world size, and whether parameters are shards.
+
+    Attributes
+    ----------
+    rank, world : int
+        This process's rank and the number of processes (0 and 1 outside ``torch.distributed``).
+    sharded : bool
+        Parameters are ``DTensor`` shards (FSDP2): captures need the one ``all_reduce``.
+    """
+
+    rank: int = 0
+    world: int = 1
+    sharded: bool = False
+
+    @classmethod
+    def of(cls, params: Sequence[torch.Tensor]) -> Scope:
+        """The scope of a model with parameters ``params`` in this process."""
+        sharded = DTensor is not None and any(isinstance(p, DTensor) for p in params)
+        return cls(rank(), world_size(), sharded and world_size() > 1)
+
+    @property
+    def records(self) -> bool:
+        """True where the recorder does any work: everywhere if sharded, else on rank 0 only."""
+        return self.sharded or self.rank == 0
+
+    @property
+    def writes(self) -> bool:
+        """True on the one process that writes the log and shows the numbers."""
+        return self.rank == 0
+
+    def combine(self, parts: Mapping[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+        """The capture's parts as one flat float32 tensor, reduced across ranks if sharded.
+
+        Norm parts (:data:`NORM_PARTS`) become global norms: their squares are summed over
+        the ranks. Every other part (loss, activation statistics) is rank 0's value. One
+        ``all_reduce`` for the whole capture, whatever the number of layers.
+        """
+        flat = [t.reshape(-1).to(device, torch.float32) for t in parts.values()]
+        if not self.sharded:
+            return torch.cat(flat)
+        pieces, is_norm = [], []
+        for name, t in zip(parts, flat, strict=True):
+            norm = name in NORM_PARTS
+            # torch.where, not a product: 0 * NaN (a NaN loss on another rank) is still NaN.
+            pieces.append(t.square() if norm else torch.where(self._mine(), t, 0.0))
+            is_norm.append(torch.full_like(t, norm, dtype=torch.bool))
+        buffer = torch.cat(pieces)
+        torch.distributed.all_reduce(buffer)
+        return torch.where(torch.cat(is_norm), buffer.sqrt(), buffer)
+
+    def total(self, counts: np.ndarray) -> np.ndarray:
+        """Sum ``counts`` (of local shards) over the ranks; unchanged unless sharded.
+
+        Called only when a reduced norm is not finite, which every rank sees alike, so this
+        rare second collective is joined by every rank too.
+        """
+        if not self.sharded:
+            return counts
+        summed = torch.as_tensor(counts, dtype=torch.float64).clone()
+        torch.distributed.all_reduce(summed)
+        return summed.numpy()
+
+    def _mine(self) -> torch.Tensor:
+        return torch.tensor(self.rank == 0)
