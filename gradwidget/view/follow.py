@@ -103,6 +103,8 @@ class FollowView(w.VBox):
 
     def close(self) -> None:
         """Stop polling, close the logs (the files stay) and every widget."""
+        if "_refresher" not in self.__dict__:  # __init__ raised; ipywidgets' __del__ calls us
+            return
         with self._lock:
             self._closed = True
         self._refresher.stop()
