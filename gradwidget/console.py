@@ -28,7 +28,7 @@ def follow(
     interval: float = 1.0,
     once: bool = False,
     stale_s: float = 5.0,
-    echo: Callable[[str], object] = print,
+    echo: Callable[[str], object] | None = None,
 ) -> int:
     """Print the logs at ``path`` and redraw whenever new data arrives, until Ctrl-C.
 
@@ -42,8 +42,9 @@ def follow(
         Print what is there now and return.
     stale_s : float
         After this many seconds without new data the text says so.
-    echo : callable
-        Where the text goes.
+    echo : callable, optional
+        Where the text goes (default: standard output, flushed, redrawn in place on a
+        terminal).
 
     Returns
     -------
@@ -52,7 +53,8 @@ def follow(
         stopped without closing its log.
     """
     readers = {name: LogReader(file) for name, file in find_logs(path).items()}
-    redraw = _CLEAR if sys.stdout.isatty() and echo is print else ""
+    redraw = _CLEAR if echo is None and sys.stdout.isatty() else ""
+    echo = echo or _print
     shown = None
     try:
         while True:
@@ -74,6 +76,10 @@ def follow(
     finally:
         for reader in readers.values():
             reader.close()
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)  # piped into a file or `tee`, each redraw shows at once
 
 
 def render(name: str, reader: LogReader, status: LogStatus, stale_s: float = 5.0) -> str:
