@@ -7,9 +7,9 @@ Two cases, told apart by the parameters themselves:
   on any other rank does nothing at all.
 * **Sharded** (FSDP2's ``fully_shard``: parameters and gradients are ``DTensor`` shards): a
   layer's norm is ``sqrt(sum over ranks of each rank's local sum of squares)``. Every rank
-  computes its local squared norms, then **one** ``all_reduce`` per capture sums them; the
-  same collective carries rank 0's loss and activation statistics to everyone, so each rank
-  ends the capture with identical numbers. Rank 0 writes them to the log.
+  computes its local squared norms, then **one** ``all_reduce`` per capture sums them (the
+  recorder's stage (b)), so every rank ends the capture with the same global norms. Loss and
+  activation statistics stay each rank's own (its batch); rank 0 writes its view to the log.
 
 Collectives must be called by every rank in the same order, so under sharding every rank
 captures on every step (no adaptive interval, which would differ between ranks).
@@ -17,7 +17,7 @@ captures on every step (no adaptive interval, which would differ between ranks).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,9 +25,6 @@ import torch
 from torch import nn
 
 __all__ = ["Scope", "local", "rank", "unwrap", "world_size"]
-
-# Parts of a capture that are L2 norms of parameter-shaped tensors: they add up as squares.
-NORM_PARTS = frozenset({"grad_norm", "weight_norm", "update_norm"})
 
 try:  # DTensor is public from torch 2.4; older or minimal builds simply have no sharding
     from torch.distributed.tensor import DTensor
@@ -101,25 +98,11 @@ class Scope:
         """True on the one process that writes the log and shows the numbers."""
         return self.rank == 0
 
-    def combine(self, parts: Mapping[str, torch.Tensor], device: torch.device) -> torch.Tensor:
-        """The capture's parts as one flat float32 tensor, reduced across ranks if sharded.
-
-        Norm parts (:data:`NORM_PARTS`) become global norms: their squares are summed over
-        the ranks. Every other part (loss, activation statistics) is rank 0's value. One
-        ``all_reduce`` for the whole capture, whatever the number of layers.
-        """
-        flat = [t.reshape(-1).to(device, torch.float32) for t in parts.values()]
-        if not self.sharded:
-            return torch.cat(flat)
-        pieces, is_norm = [], []
-        for name, t in zip(parts, flat, strict=True):
-            norm = name in NORM_PARTS
-            # torch.where, not a product: 0 * NaN (a NaN loss on another rank) is still NaN.
-            pieces.append(t.square() if norm else torch.where(self._mine(), t, 0.0))
-            is_norm.append(torch.full_like(t, norm, dtype=torch.bool))
-        buffer = torch.cat(pieces)
-        torch.distributed.all_reduce(buffer)
-        return torch.where(torch.cat(is_norm), buffer.sqrt(), buffer)
+    def reduce_squares(self, squares: torch.Tensor) -> torch.Tensor:
+        """Sum each rank's local squared norms over the ranks: the one ``all_reduce`` of a
+        capture (the recorder's stage (b)), whatever the number of layers."""
+        torch.distributed.all_reduce(squares)
+        return squares
 
     def total(self, counts: np.ndarray) -> np.ndarray:
         """Sum ``counts`` (of local shards) over the ranks; unchanged unless sharded.
@@ -132,6 +115,3 @@ class Scope:
         summed = torch.as_tensor(counts, dtype=torch.float64).clone()
         torch.distributed.all_reduce(summed)
         return summed.numpy()
-
-    def _mine(self) -> torch.Tensor:
-        return torch.tensor(self.rank == 0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._transfer import HostLink
 from .activations import FIELDS as ACTIVATION_FIELDS
 from .activations import ActivationProbe
 from .distributed import Scope, local, unwrap
@@ -37,6 +39,7 @@ __all__ = ["Recorder"]
 
 _MAX_GRAD_EVERY = 64  # never let adaptive sampling thin the gradient series more than this
 _WARMUP_CAPTURES = 5  # first captures pay one-off costs; keep them out of the cost estimate
+_SQUARED = frozenset({"grad_sq", "weight_sq", "update_sq"})  # parts stage (b) may reduce
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,14 @@ def _find_layers(model: nn.Module) -> list[_Layer]:
     return layers
 
 
-def _norms(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """L2 norm of each tensor, fused, stacked on ``device``."""
+def _squares(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Squared L2 norm of each tensor, from one fused norm, stacked on ``device`` in float32."""
     norms = torch._foreach_norm([local(t) for t in tensors])  # a DTensor's own shard
     try:
-        return torch.stack(norms)
+        stacked = torch.stack(norms)
     except RuntimeError:  # parameters of several dtypes or devices
-        return torch.stack([n.to(device, torch.float32) for n in norms])
+        stacked = torch.stack([n.to(device, torch.float32) for n in norms])
+    return stacked.float().square()
 
 
 class Recorder:
@@ -129,7 +133,13 @@ class Recorder:
         # Weights at the sampled step, in buffers reused from sample to sample: allocating a
         # copy of every parameter each time costs page faults on CPU.
         self._before_update: list[torch.Tensor] = []
-        self._weight_norms: torch.Tensor | None = None  # set while an update is pending
+        self._weight_sq: torch.Tensor | None = None  # set while an update is pending
+        self._link = HostLink(self._all_layers[0].params[0].device)
+        #: Stage (b): None, or a function that sums the flat tensor of squared norms across
+        #: processes (in place or not) and returns it; see ``_reduce``.
+        self.reduce_squares: Callable[[torch.Tensor], torch.Tensor] | None = (
+            self._scope.reduce_squares if self._scope.sharded else None  # FSDP2
+        )
         self._closed = False
         self._cost = _CostMeter()
         self._log = LogWriter(log_dir) if log_dir is not None and self._scope.writes else None
@@ -185,7 +195,7 @@ class Recorder:
         if grads_due:
             self._last_grads = step
         acts_due = bool(self.act_every) and step % self.act_every == 0
-        plain = grads_due and not acts_due and self._weight_norms is None
+        plain = grads_due and not acts_due and self._weight_sq is None
         self._flush(step, grads_due, acts_due, loss)
         self.step += 1
         self._rearm()
@@ -197,7 +207,7 @@ class Recorder:
         """Remove every hook this recorder added. Safe to call more than once."""
         self._probe.remove()
         self._probe.take()
-        self._before_update, self._weight_norms = [], None
+        self._before_update, self._weight_sq = [], None
         if self._log is not None:
             self._log.close()
         self._closed = True
@@ -214,15 +224,27 @@ class Recorder:
         state = "closed" if self._closed else f"step {self.step}"
         return f"Recorder({len(self._layers)} layers, {state}, grad_every={self.grad_every})"
 
-    # -- one captured step --------------------------------------------------------------------
+    # -- one captured step, in stages ---------------------------------------------------------
+    #
+    # (a) _measure: per-parameter SQUARED norms and statistics, on the parameters' device;
+    # (b) _reduce: sums of squares combined across processes (identity unless set);
+    # (c) HostLink.send / receive: the one device-to-host transfer, asynchronous on CUDA;
+    # (d) _append: host values into the History, through _emit.
+    # Squares stay squares until (d): partial sums of squares add up across shards, norms do not.
 
     def _flush(self, step: int, grads_due: bool, acts_due: bool, loss: Any) -> None:
-        """Compute what is due on the device, copy it to the host once, append to history.
+        """Run stages (a) to (d) for ``step``."""
+        parts, present = self._measure(grads_due, acts_due, loss)
+        parts = self._reduce(parts)
+        if parts:
+            self._link.send(parts, (step, present))
+        for landed in self._link.receive():
+            self._append(*landed.tag, landed.values)
 
-        Per-parameter norms cross to the host (a few hundred floats at most) and are combined
-        per layer there: a segment sum in numpy costs microseconds, a chain of small torch ops
-        on CPU costs tens of them.
-        """
+    def _measure(
+        self, grads_due: bool, acts_due: bool, loss: Any
+    ) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """Stage (a): what is due, as device tensors; and which parameters have a gradient."""
         parts: dict[str, torch.Tensor] = {}
         device = self._param_list[0].device
         present: list[int] = []
@@ -230,55 +252,71 @@ class Recorder:
             parts["loss"] = _loss_value(loss)
             present = [i for i, p in enumerate(self._param_list) if p.grad is not None]
             if present:
-                parts["grad_norm"] = _norms([self._param_list[i].grad for i in present], device)
-        if self._weight_norms is not None:
-            parts.update(self._update_norms(device))
+                grads = [self._param_list[i].grad for i in present]
+                parts["grad_sq"] = _squares(grads, device)
+        if self._weight_sq is not None:
+            parts.update(self._update_squares(device))
         if acts_due:
             parts.update(self._activation_rows(device))
             self._keep_weights(device)
-        if parts:
-            host = self._scope.combine(parts, device)  # FSDP2: the one all_reduce
-            self._append(step, _unflatten(parts, host.cpu().numpy()), present)
+        return parts, present
 
-    def _append(self, step: int, values: dict[str, np.ndarray], present: list[int]) -> None:
+    def _reduce(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Stage (b): apply ``reduce_squares`` to every squared-norm part, in one call.
+
+        ``reduce_squares`` is None in a single process. When each process holds a shard of
+        every gradient (FSDP2), it is one ``all_reduce`` (sum) of the flat tensor of local sums
+        of squares: the per-layer norm is then the root of the global sum.
+        """
+        names = [name for name in parts if name in _SQUARED]
+        if self.reduce_squares is None or not names:
+            return parts
+        flat = self.reduce_squares(torch.cat([parts[name] for name in names]))
+        sizes = [parts[name].numel() for name in names]
+        return {**parts, **dict(zip(names, flat.split(sizes), strict=True))}
+
+    def _append(self, step: int, present: list[int], values: dict[str, np.ndarray]) -> None:
+        """Stage (d): per-layer values from per-parameter squares, into the history."""
         if "loss" in values:
-            norms = self._per_layer(values.pop("grad_norm", np.zeros(0)), present)
-            self._history.append("loss", step, values.pop("loss"))
-            self._history.append("grad_norm", step, norms)
-            self._history.append("nonfinite", step, self._count_nonfinite(norms))
-        if "update_norm" in values:
+            norms = self._per_layer(values.pop("grad_sq", np.zeros(0)), present)
+            self._emit("loss", step, values.pop("loss"))
+            self._emit("grad_norm", step, norms)
+            self._emit("nonfinite", step, self._count_nonfinite(norms))
+        if "update_sq" in values:
             everything = list(range(len(self._param_list)))
-            weight = self._per_layer(values.pop("weight_norm"), everything)
-            moved = self._per_layer(values.pop("update_norm"), everything)
+            weight = self._per_layer(values.pop("weight_sq"), everything)
+            moved = self._per_layer(values.pop("update_sq"), everything)
             # The update belongs to the sampled step, before the optimizer moved the weights.
-            self._history.append("weight_norm", step - 1, weight)
+            self._emit("weight_norm", step - 1, weight)
             ratio = np.divide(moved, weight, out=np.full_like(moved, np.nan), where=weight > 0)
-            self._history.append("update_ratio", step - 1, ratio)
+            self._emit("update_ratio", step - 1, ratio)
         for name, row in values.items():  # activation statistics
-            self._history.append(name, step, row)
+            self._emit(name, step, row)
 
-    def _per_layer(self, norms: np.ndarray, present: list[int]) -> np.ndarray:
-        """Per-layer L2 norm from per-parameter ones: sqrt of the sum of squares (NaN: none)."""
+    def _emit(self, name: str, step: int, values: Any) -> None:
+        """Where every recorded point leaves the recorder (one place for any other sink too)."""
+        self._history.append(name, step, values)
+
+    def _per_layer(self, squares: np.ndarray, present: list[int]) -> np.ndarray:
+        """Per-layer L2 norm: root of the sum of the layer's squared norms (NaN: none)."""
         owner = self._owner[present]
-        squares = np.bincount(owner, np.square(norms, dtype=np.float64), len(self._layers))
+        total = np.bincount(owner, squares.astype(np.float64), len(self._layers))
         has_grad = np.bincount(owner, minlength=len(self._layers)) > 0
-        return np.where(has_grad, np.sqrt(squares), np.nan)
+        return np.where(has_grad, np.sqrt(total), np.nan)
 
     def _keep_weights(self, device: torch.device) -> None:
         params = [local(p.detach()) for p in self._param_list]
         if [b.shape for b in self._before_update] != [p.shape for p in params]:
             self._before_update = [torch.empty_like(p) for p in params]
         torch._foreach_copy_(self._before_update, params)
-        self._weight_norms = _norms(params, device)
+        self._weight_sq = _squares(params, device)
 
-    def _update_norms(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """Norms of the weights at the sample and of the step the optimizer took since."""
-        weight, self._weight_norms = self._weight_norms, None
+    def _update_squares(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """Squared norms of the weights at the sample and of the step the optimizer took since."""
+        weight, self._weight_sq = self._weight_sq, None
         moved = self._before_update
-        torch._foreach_sub_(
-            moved, [local(p.detach()) for p in self._param_list]
-        )  # in place: no copy
-        return {"weight_norm": weight, "update_norm": _norms(moved, device)}
+        torch._foreach_sub_(moved, [local(p.detach()) for p in self._param_list])  # no copy
+        return {"weight_sq": weight, "update_sq": _squares(moved, device)}
 
     def _activation_rows(self, device: torch.device) -> dict[str, torch.Tensor]:
         stats = self._probe.take()
@@ -333,15 +371,6 @@ def _loss_value(loss: Any) -> torch.Tensor:
     if isinstance(loss, torch.Tensor):
         return loss.detach().reshape(-1)[:1] if loss.numel() == 1 else loss.detach().mean()
     return torch.tensor([math.nan if loss is None else float(loss)])
-
-
-def _unflatten(parts: dict[str, torch.Tensor], flat: np.ndarray) -> dict[str, np.ndarray]:
-    """Cut the one host copy back into the named parts it was made of."""
-    values, start = {}, 0
-    for name, tensor in parts.items():
-        values[name] = flat[start : start + tensor.numel()]
-        start += tensor.numel()
-    return values
 
 
 class _CostMeter:
