@@ -19,12 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Scope", "local", "rank", "unwrap", "world_size"]
+from .errors import GradWidgetError
+
+__all__ = ["Scope", "check_parameters", "local", "rank", "unwrap", "world_size"]
 
 try:  # DTensor is public from torch 2.4; older or minimal builds simply have no sharding
     from torch.distributed.tensor import DTensor
@@ -64,6 +67,22 @@ def unwrap(model: nn.Module) -> nn.Module:
     if isinstance(model, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module):
         return inner
     return model
+
+
+def check_parameters(layers: Sequence[Any]) -> None:
+    """Raise if a layer's module no longer holds the parameters the recorder found.
+
+    ``fully_shard`` replaces every parameter with a new ``DTensor`` one: a recorder made
+    before it would read gradients that never come (all NaN) without a word.
+    """
+    for layer in layers:
+        current = {id(p) for p in layer.module.parameters(recurse=False)}
+        if any(id(p) not in current for p in layer.params):
+            raise GradWidgetError(
+                f"The parameters of layer {layer.name!r} were replaced after the Recorder was "
+                "made (fully_shard does this). Create the Recorder after fully_shard(model) "
+                "or DistributedDataParallel(model)."
+            )
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ class LogWriter:
         """Store the layers (objects with ``name``, ``module``, ``params``) and follow
         ``history``: every point appended to it from now on goes to the log."""
         rows = [
-            (i, layer.name, type(layer.module).__name__, sum(p.numel() for p in layer.params))
+            (i, layer.name, _kind(layer.module), sum(p.numel() for p in layer.params))
             for i, layer in enumerate(layers)
         ]
         with self._lock, _transaction(self._open()) as db:
@@ -148,6 +148,13 @@ class LogWriter:
         if self._db is None:
             raise GradWidgetError(f"The log {str(self.path)!r} is closed.")
         return self._db
+
+
+def _kind(module: Any) -> str:
+    """The module's class name; ``Linear`` rather than the ``FSDPLinear`` fully_shard makes."""
+    name = type(module).__name__
+    bases = {base.__name__ for base in type(module).__mro__[1:]}
+    return name[4:] if name.startswith("FSDP") and name[4:] in bases else name
 
 
 def _create(path: Path) -> sqlite3.Connection:

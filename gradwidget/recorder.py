@@ -30,7 +30,7 @@ from torch import nn
 from ._transfer import HostLink
 from .activations import FIELDS as ACTIVATION_FIELDS
 from .activations import ActivationProbe
-from .distributed import Scope, local, unwrap
+from .distributed import Scope, check_parameters, local, unwrap
 from .errors import GradWidgetError
 from .history import History
 from .log import LogWriter
@@ -357,6 +357,7 @@ class Recorder:
         """Order layers by first execution; layers that never ran keep registration order."""
         rank = {name: i for i, name in enumerate(self._probe.execution_order)}
         big = len(rank)
+        check_parameters(self._all_layers)
         self._layers = sorted(self._all_layers, key=lambda layer: rank.get(layer.name, big))
         self._ordered = True
         self._param_list = [p for layer in self._layers for p in layer.params]

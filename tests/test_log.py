@@ -171,3 +171,12 @@ def test_log_dir_must_be_a_folder_without_a_log(tmp_path):
     gw.Recorder(_mlp(), log_dir=tmp_path / "exp1").close()
     with pytest.raises(gw.GradWidgetError, match="already holds a gradwidget log"):
         gw.Recorder(_mlp(), log_dir=tmp_path / "exp1")
+
+
+def test_a_recorder_made_before_its_parameters_were_replaced_says_so(tmp_path):
+    model = _mlp()
+    rec = gw.Recorder(model)
+    model[0].weight = nn.Parameter(model[0].weight.detach().clone())  # as fully_shard does
+    with pytest.raises(gw.GradWidgetError, match="after fully_shard"):
+        _train(model, rec, 1)
+    rec.close()

@@ -31,6 +31,7 @@ EXPECTED_TEXT = {
         "Training diverged",
         "RunState.DIVERGED",
     ],
+    "06_follow_a_job": ["ddp: finished at step", "fsdp: finished at step", "['vanishing'"],
 }
 
 

@@ -28,7 +28,7 @@ __all__ = ["FollowView"]
 
 
 class FollowView(w.VBox):
-    """A live view of the log(s) at ``path`` (css ``gw-follow``).
+    """A live view of the log(s) at ``path`` (css ``gw-panel gw-follow``).
 
     Parameters
     ----------
@@ -75,6 +75,7 @@ class FollowView(w.VBox):
         several = len(self.readers) > 1
         parts = [self.status, self.chooser, self.live, self.compare] if several else None
         super().__init__(parts or [self.status, self.live])
+        self.add_class("gw-panel")  # the panel, following a log
         self.add_class("gw-follow")
         self._refresher = Refresher(self._tick, refresh_hz, "gradwidget-follow")
         self.poll()
