@@ -7,9 +7,10 @@ survives the writer being killed (``kill -9``), so a dead job leaves a readable 
 last flush. ``synchronous=NORMAL`` skips the fsync per commit: only a crash of the machine
 itself (not of the process) can lose the last commits.
 
-Disk use grows with the run: one row per point, about ``16 + 4 * width`` bytes plus SQLite's
-overhead, so about ``60 + 8 * L`` bytes per captured step for ``L`` layers (loss, grad_norm,
-nonfinite) and as much again per sampled step for update ratios and activation statistics.
+Disk use grows with the run: one row per point, its values as float32. Measured: about
+``40 + 8.4 * L`` bytes per captured step for ``L`` layers (loss, grad_norm, nonfinite; 124 B for
+10 layers, so 12 MB per 100,000 steps), plus about as much per sampled step for the update
+ratios and activation statistics.
 Readers keep their own bounded :class:`~gradwidget.History`, so following a long job does not
 grow memory.
 
