@@ -100,12 +100,21 @@ class Scope:
     rank: int = 0
     world: int = 1
     sharded: bool = False
+    group: Any = None  # the process group the shards are spread over (None: default group)
 
     @classmethod
     def of(cls, params: Sequence[torch.Tensor]) -> Scope:
-        """The scope of a model with parameters ``params`` in this process."""
-        sharded = DTensor is not None and any(isinstance(p, DTensor) for p in params)
-        return cls(rank(), world_size(), sharded and world_size() > 1)
+        """The scope of a model with parameters ``params`` in this process.
+
+        Raises
+        ------
+        GradWidgetError
+            Parameters sharded over more than one mesh dimension (tensor parallelism).
+        """
+        shards = [p for p in params if DTensor is not None and isinstance(p, DTensor)]
+        if not shards or world_size() == 1:
+            return cls(rank(), world_size())
+        return cls(rank(), world_size(), True, _shard_group(shards))
 
     @property
     def records(self) -> bool:
@@ -120,7 +129,7 @@ class Scope:
     def reduce_squares(self, squares: torch.Tensor) -> torch.Tensor:
         """Sum each rank's local squared norms over the ranks: the one ``all_reduce`` of a
         capture (the recorder's stage (b)), whatever the number of layers."""
-        torch.distributed.all_reduce(squares)
+        torch.distributed.all_reduce(squares, group=self.group)
         return squares
 
     def total(self, counts: np.ndarray) -> np.ndarray:
@@ -132,5 +141,26 @@ class Scope:
         if not self.sharded:
             return counts
         summed = torch.as_tensor(counts, dtype=torch.float64).clone()
-        torch.distributed.all_reduce(summed)
+        torch.distributed.all_reduce(summed, group=self.group)
         return summed.numpy()
+
+
+def _shard_group(params: Sequence[Any]) -> Any:
+    """The group of the one mesh dimension that shards every parameter.
+
+    Under HSDP (a 2-D mesh: replicas x shards) the squares must be summed over the shard
+    dimension only; summing over the replicas too would count each shard once per replica.
+    """
+    layouts = {
+        (id(p.device_mesh), tuple(i for i, place in enumerate(p.placements) if place.is_shard()))
+        for p in params
+    }
+    if len(layouts) != 1 or len(next(iter(layouts))[1]) != 1:
+        raise GradWidgetError(
+            "gradwidget reads FSDP2 parameters sharded over one mesh dimension (fully_shard, "
+            "with or without replicas); this model's parameters are sharded over several "
+            "dimensions or meshes (tensor parallelism), which it cannot add up yet. Record a "
+            "model sharded by fully_shard alone."
+        )
+    mesh, (dim,) = params[0].device_mesh, next(iter(layouts))[1]
+    return mesh.get_group(dim)

@@ -22,7 +22,7 @@ from gradwidget.distributed import unwrap
 
 STEPS = 24
 ACT_EVERY = 4
-MODES = ("ddp", "fsdp")
+MODES = ("ddp", "fsdp", "hsdp")
 
 
 def model() -> nn.Sequential:
@@ -34,14 +34,19 @@ def model() -> nn.Sequential:
 
 
 def run(rank: int, folder: str, port: int, step_s: float) -> None:
-    """One rank of a job: a DDP run into ``folder/ddp``, then an FSDP2 run into ``folder/fsdp``
-    (one spawn for both: starting the processes costs more than training)."""
+    """One rank of a job: a DDP run into ``folder/ddp``, then FSDP2 into ``folder/fsdp`` and
+    HSDP into ``folder/hsdp`` (one spawn for all: starting processes costs more than training);
+    last, what a recorder says to parameters sharded over two mesh dimensions."""
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
     try:
         for mode in MODES:  # only the DDP run is followed live: only it needs to take time
             _train(rank, mode, Path(folder) / mode, step_s if mode == "ddp" else 0.0)
+        if rank == 0:
+            (Path(folder) / "two_dims.txt").write_text(_two_dims())
+        else:
+            _two_dims()
     finally:
         torch.distributed.destroy_process_group()
 
@@ -88,13 +93,33 @@ def _train(rank: int, mode: str, folder: Path, step_s: float) -> None:
     (folder / f"rank{rank}.json").write_text(json.dumps(info))
 
 
+def _two_dims() -> str:
+    """The error for a weight sharded over both dimensions of a 1 x 2 mesh (as tensor
+    parallelism on top of FSDP would shard it)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (1, 2))
+    weight = nn.Parameter(distribute_tensor(torch.randn(4, 4), mesh, [Shard(0), Shard(1)]))
+    try:
+        gw.Recorder(nn.ParameterList([weight]))
+    except gw.GradWidgetError as why:
+        return str(why)
+    return "no error"
+
+
 def _wrap(net: nn.Module, mode: str) -> nn.Module:
     if mode == "ddp":
         return nn.parallel.DistributedDataParallel(net)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    mesh = init_device_mesh("cpu", (2,))  # "cpu", not the default device (pytorch#132471)
+    # "cpu", not the default device (pytorch#132471). HSDP: 1 replica x 2 shards, so the
+    # recorder must sum over the mesh's second dimension.
+    if mode == "fsdp":
+        mesh = init_device_mesh("cpu", (2,))
+    else:
+        mesh = init_device_mesh("cpu", (1, 2), mesh_dim_names=("replicate", "shard"))
     for layer in net:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, mesh=mesh)

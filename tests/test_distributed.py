@@ -1,6 +1,6 @@
-"""Two gloo processes on CPU, DDP then FSDP2, each writing a log: the numbers in the log are
-torch's own (full gradients as FSDP produced them, full weights), and a view following the
-log redraws while the job runs."""
+"""Two gloo processes on CPU, DDP then FSDP2 then HSDP, each writing a log: the numbers in the
+log are torch's own (full gradients as FSDP produced them, full weights), and a view following
+the log redraws while the job runs."""
 
 from __future__ import annotations
 
@@ -97,6 +97,10 @@ def test_fsdp_every_rank_ends_a_capture_with_the_same_numbers(job):
     ranks = [json.loads((job["folder"] / "fsdp" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["recorded"] == ranks[1]["recorded"] == jobs.STEPS
     assert (job["folder"] / "fsdp" / "log" / "gradwidget.db").is_file()
+
+
+def test_parameters_sharded_over_two_mesh_dimensions_are_refused(job):
+    assert "tensor parallelism" in (job["folder"] / "two_dims.txt").read_text()
 
 
 def test_a_following_view_redraws_while_the_job_writes(job):
