@@ -78,13 +78,6 @@ class LogWriter:
             )
         self.path = self.folder / FILENAME
         self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            self.path.touch(exist_ok=False)  # atomic: two jobs never share one log
-        except FileExistsError:
-            raise GradWidgetError(
-                f"{str(self.folder)!r} already holds a gradwidget log from another run. Give "
-                f"each run its own log_dir (e.g. 'runs/exp2'), or delete {str(self.path)!r}."
-            ) from None
         self.flush_s = flush_s
         self._lock = threading.Lock()
         self._ids: dict[str, int] = {}
@@ -159,25 +152,45 @@ def _kind(module: Any) -> str:
 
 
 def _create(path: Path) -> sqlite3.Connection:
-    """A new log file: WAL mode, our application id and format version, the schema."""
+    """A new log file: our application id and format version, the schema, then WAL mode.
+
+    Made complete under a temporary name and linked into place, so a reader never finds a
+    half-made log, and two jobs can never share one (the link fails if the name is taken).
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    db = sqlite3.connect(temporary, isolation_level=None)
+    meta = {"pid": str(os.getpid()), "host": socket.gethostname(), "created": str(time.time())}
+    db.executescript(
+        f"PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={FORMAT_VERSION};{_SCHEMA}"
+    )
+    db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+    db.close()
+    try:
+        _place(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     # check_same_thread=False: a managed run appends from its thread, close() may come from
     # another; the writer's lock serialises every use of the connection.
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    # One transaction: a reader sees the version and the schema together or neither.
-    db.executescript(
-        f"BEGIN; PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={FORMAT_VERSION};"
-        f"{_SCHEMA} COMMIT;"
-    )
-    with _transaction(db):
-        meta = {
-            "pid": str(os.getpid()),
-            "host": socket.gethostname(),
-            "created": str(time.time()),
-        }
-        db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
     return db
+
+
+def _place(temporary: Path, path: Path) -> None:
+    """Give the finished file its name, refusing a name already taken."""
+    taken = GradWidgetError(
+        f"{str(path.parent)!r} already holds a gradwidget log from another run. Give each run "
+        f"its own log_dir (e.g. 'runs/exp2'), or delete {str(path)!r}."
+    )
+    try:
+        os.link(temporary, path)  # atomic and exclusive
+    except FileExistsError:
+        raise taken from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise taken from None
+        os.replace(temporary, path)
 
 
 class _transaction:
