@@ -39,10 +39,11 @@ class Settings:
     history_steps: int
     run_steps: int
     profile_steps: int
+    settle_samples: int  # activation intervals a budgeted Recorder trains untimed first
 
 
-FULL = Settings(12, None, (1, 10, 100), (1,), 300, 5, 3.0, 3, 1_000_000, 20_000, 30)
-QUICK = Settings(3, 10, (1,), (1,), 30, 1, 0.3, 1, 25_000, 200, 5)
+FULL = Settings(12, None, (1, 10, 100), (1,), 300, 5, 3.0, 3, 1_000_000, 20_000, 30, 25)
+QUICK = Settings(3, 10, (1,), (1,), 30, 1, 0.3, 1, 25_000, 200, 5, 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +86,9 @@ def _run_all(s: Settings, names: list[str], device: torch.device) -> dict[str, A
     for i, name in enumerate(names):
         sweep = s.sweep_first if i == 0 else s.sweep_rest
         print(f"overhead: {name}, {s.rounds} rounds", flush=True)
-        rows += measure_overhead(WORKLOADS[name], sweep, s.rounds, device, s.block)
+        rows += measure_overhead(
+            WORKLOADS[name], sweep, s.rounds, device, s.block, s.settle_samples
+        )
     results: dict[str, Any] = {"overhead": [{**asdict(r), "met": r.met} for r in rows]}
     results["profiles"] = {
         f"{r.model} {r.kind}@{r.interval}": _guarded(lambda r=r: _profile(r, s, device))

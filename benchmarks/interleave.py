@@ -80,9 +80,22 @@ class Lane:
         self.reference: list[float] = []  # plain seconds per step around each block
 
     def block_steps(self, block: int) -> int:
-        """Steps per block: a Recorder sampling every k > block steps gets blocks of k."""
-        k, kind = self.contender.interval, str(self.contender.kind)
-        return k if kind.startswith("gw_") and k > block else block
+        """Steps per block: a Recorder's blocks span at least one of its sampling intervals.
+
+        The budget moves the Recorder's intervals, so a block as long as the longest one in use
+        holds one activation sample and its share of gradient captures: the ratio of every
+        block is then that of the whole run, not of a lucky stretch between two samples.
+        """
+        recorder = getattr(self.monitor, "recorder", None)
+        if recorder is None:
+            return block
+        return max(block, recorder.act_interval, recorder.grad_every)
+
+    def settle(self, batches: list, steps: int) -> None:
+        """Untimed steps first: the Recorder never thins its first samples (the diagnosis
+        needs them) and measures its costs before it sets its intervals."""
+        for i in range(steps):
+            self._step(batches[i % len(batches)], i)
 
     def run_block(self, batches: list, first_batch: int, first_step: int, steps: int) -> float:
         """Time ``steps`` steps, the first one also alone; return seconds per step."""
@@ -116,7 +129,13 @@ class Lane:
 
     def extra(self) -> dict[str, float]:
         recorder = getattr(self.monitor, "recorder", None)
-        return {} if recorder is None else {"grad_every": float(recorder.grad_every)}
+        if recorder is None:
+            return {}
+        return {
+            "grad_every": float(recorder.grad_every),
+            "act_interval": float(recorder.act_interval),
+            "transfers_per_100": 100 * recorder.transfers / max(recorder.step, 1),
+        }
 
     def close(self) -> None:
         if self.monitor is not None:
@@ -130,6 +149,7 @@ def interleave(
     device: torch.device,
     block: int | None = None,
     warmup_rounds: int = 1,
+    settle_samples: int = 25,
 ) -> list[Timing]:
     """Time every contender against the plain loop; one :class:`Timing` per contender.
 
@@ -145,6 +165,9 @@ def interleave(
         Where the models train.
     block : int, optional
         Steps per block (at least 2); default ``workload.block``.
+    settle_samples : int
+        Activation intervals a budgeted Recorder trains untimed first (its first 20 samples
+        are never thinned, so they are not its steady state).
     """
     steps = block or workload.block
     plain = Lane(Contender(None), workload, device)
@@ -152,6 +175,9 @@ def interleave(
     batches = make_batches(workload, 8, device)
     order = random.Random(0)
     try:
+        for lane in lanes:
+            if lane.contender.kind == "gw_default":  # the budget's steady state is measured
+                lane.settle(batches, settle_samples * lane.contender.interval + 50)
         for r in range(warmup_rounds + rounds):
             order.shuffle(lanes)
             before = plain.run_block(batches, r * steps, 0, steps)

@@ -49,6 +49,8 @@ class OverheadRow:
     amortized: bool
     target: float | None
     grad_every: float | None
+    act_interval: float | None = None
+    transfers_per_100: float | None = None  # device-to-host transfers per 100 steps
 
     @property
     def met(self) -> bool | None:
@@ -67,9 +69,11 @@ def measure_overhead(
     rounds: int,
     device: torch.device,
     block: int | None = None,
+    settle_samples: int = 25,
 ) -> list[OverheadRow]:
     """Time every configuration on ``workload``, interleaved with the plain loop."""
-    timings = interleave(workload, contenders_for(sweep), rounds, device, block)
+    contenders = contenders_for(sweep)
+    timings = interleave(workload, contenders, rounds, device, block, settle_samples=settle_samples)
     return [_row(workload, t) for t in timings]
 
 
@@ -85,4 +89,6 @@ def _row(workload: Workload, timing: Timing) -> OverheadRow:
         amortized=timing.amortized,
         target=TARGETS.get((str(c.kind), c.interval)),
         grad_every=timing.extra.get("grad_every"),
+        act_interval=timing.extra.get("act_interval"),
+        transfers_per_100=timing.extra.get("transfers_per_100"),
     )

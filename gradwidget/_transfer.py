@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["HostLink", "Landed"]
+__all__ = ["HostLink", "Landed", "wide"]
+
+
+def wide(device: torch.device) -> torch.dtype:
+    """float64 where the device has it: a float32 square overflows for norms above 1.8e19."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class HostLink:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self._dtype = wide(device)
         self.transfers = 0
         self._queue: deque[_InFlight] = deque()
 
@@ -68,14 +74,10 @@ class HostLink:
         return len(self._queue)
 
     def send(self, parts: dict[str, torch.Tensor], tag: Any = None) -> None:
-        """Start one transfer of ``parts`` (float32 on the host), labelled ``tag``."""
+        """Start one transfer of ``parts`` (float64, float32 on MPS), labelled ``tag``."""
         layout = tuple((name, t.numel()) for name, t in parts.items())
-        flat = torch.cat(
-            [
-                t.reshape(-1).to(self.device, torch.float32, non_blocking=True)
-                for t in parts.values()
-            ]
-        )
+        on_device = [t if t.device == self.device else t.to(self.device) for t in parts.values()]
+        flat = torch.cat([t.reshape(-1) for t in on_device]).to(self._dtype)  # cat promotes
         self.transfers += 1
         if self.synchronous:
             self._queue.append(_InFlight(tag, layout, flat.cpu(), None))
