@@ -4,7 +4,9 @@
    of squared norms as long as 10, 75 and 500 layers' parameters; and the step time of the
    10-layer MLP under FSDP2 with and without the recorder, interleaved (median ratio).
 2. Bytes on disk per captured step (loss, grad_norm, nonfinite) for 3, 10 and 50 layers.
-3. Follow latency: a writer process appends a step every 10 ms, a reader polls at the follow
+3. What ``log_dir`` adds to a recorded step (10-layer width-256 MLP, every step captured),
+   interleaved blocks, median ratio.
+4. Follow latency: a writer process appends a step every 10 ms, a reader polls at the follow
    view's 2 Hz; the age of the newest step each time a poll brings data.
 """
 
@@ -90,24 +92,63 @@ def _fsdp_ratio(rounds: int = 15, block: int = 20) -> tuple[float, float]:
 
 
 def disk_bytes() -> list[str]:
+    """Bytes per captured step, and the writer's time per step (appends and commits)."""
     lines = []
     for n_layers in (3, 10, 50):
         folder = Path(tempfile.mkdtemp()) / "run"
-        writer = LogWriter(folder)
         names = tuple(str(i) for i in range(n_layers))
         layer = nn.Linear(2, 2)
         layers = [SimpleNamespace(name=n, module=layer, params=()) for n in names]
-        history = History(names)
-        writer.start(layers, history)
-        steps, rng = 20_000, np.random.default_rng(0)
-        for step in range(steps):
-            history.append("loss", step, 1.0)
-            history.append("grad_norm", step, rng.random(n_layers))
-            history.append("nonfinite", step, np.zeros(n_layers))
-        writer.close()
+        steps, rows = 20_000, np.random.default_rng(0).random((20_000, n_layers))
+        seconds = {}
+        for logged in (False, True):
+            history = History(names)
+            if logged:
+                writer = LogWriter(folder)
+                writer.start(layers, history)
+            started = time.perf_counter()
+            for step in range(steps):
+                history.append("loss", step, 1.0)
+                history.append("grad_norm", step, rows[step])
+                history.append("nonfinite", step, np.zeros(n_layers))
+            if logged:
+                writer.close()
+            seconds[logged] = time.perf_counter() - started
         used = sum(f.stat().st_size for f in folder.iterdir())
-        lines.append(f"log: {n_layers} layers, {used / steps:.0f} bytes per captured step")
+        cost = (seconds[True] - seconds[False]) / steps * 1e6
+        lines.append(
+            f"log: {n_layers} layers, {used / steps:.0f} bytes and {cost:.1f} us per captured step"
+        )
     return lines
+
+
+def log_overhead(rounds: int = 31, block: int = 40) -> list[str]:
+    x, y = torch.randn(128, 64), torch.randint(0, 10, (128,))
+    folder = Path(tempfile.mkdtemp())
+    runs = {}
+    for logged in (False, True):  # one model each: a recorder's armed hooks must not time the other
+        torch.manual_seed(0)
+        model = gw.models.deep_mlp(depth=10, width=256, activation="sigmoid")
+        log_dir = folder / "run" if logged else None
+        recorder = gw.Recorder(model, budget=None, log_dir=log_dir)
+        runs[logged] = (model, torch.optim.SGD(model.parameters(), lr=0.01), recorder)
+    ratios = []
+    for _ in range(rounds):
+        timed = {}
+        for logged, (model, opt, recorder) in runs.items():
+            started = time.perf_counter()
+            for _ in range(block):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                recorder.capture(loss)
+                opt.step()
+            timed[logged] = time.perf_counter() - started
+        ratios.append(timed[True] / timed[False])
+    for _, _, recorder in runs.values():
+        recorder.close()
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return [f"log_dir on a recorded step: x{median:.3f} (IQR {q1:.3f}-{q3:.3f})"]
 
 
 _WRITER = """
@@ -153,7 +194,7 @@ def main() -> None:
         port = s.getsockname()[1]
     out = Path(tempfile.mkdtemp()) / "collective.txt"
     mp.start_processes(collective, args=(port, str(out)), nprocs=2, start_method="spawn")
-    lines = out.read_text().splitlines() + disk_bytes() + follow_latency()
+    lines = out.read_text().splitlines() + disk_bytes() + log_overhead() + follow_latency()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("\n".join(lines))
 
