@@ -54,6 +54,7 @@ def collective(rank: int, port: int, out: str) -> None:
     lines.append(f"FSDP2 10-layer MLP step {plain * 1e3:.2f} ms; with recorder x{ratio:.3f}")
     if rank == 0:
         Path(out).write_text("\n".join(lines))
+    torch.distributed.barrier()  # neither rank leaves while the other still talks to it
     torch.distributed.destroy_process_group()
 
 

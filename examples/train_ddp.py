@@ -46,6 +46,7 @@ def main() -> None:
         if rank == 0 and step % 100 == 0:
             print(f"step {step}: loss {loss.item():.3f}", flush=True)
     recorder.close()  # marks the log finished
+    dist.barrier()  # neither rank leaves while the other still talks to it
     dist.destroy_process_group()
 
 

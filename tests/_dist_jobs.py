@@ -47,6 +47,7 @@ def run(rank: int, folder: str, port: int, step_s: float) -> None:
             (Path(folder) / "two_dims.txt").write_text(_two_dims())
         else:
             _two_dims()
+        torch.distributed.barrier()  # neither rank leaves while the other still talks to it
     finally:
         torch.distributed.destroy_process_group()
 
