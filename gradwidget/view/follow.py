@@ -115,10 +115,9 @@ class FollowView(w.VBox):
 
     def _tick(self) -> bool:
         self.poll()
-        # Keep polling while some writer may still write; stop once all have ended.
-        return not self._closed and any(
-            not s.finished and not s.writer_gone for s in self._statuses.values()
-        )
+        # Poll until every log is closed: even a writer that looks gone (its pid is checked on
+        # this host's name only) may be a live one in another container sharing the folder.
+        return not self._closed and not all(s.finished for s in self._statuses.values())
 
     def _draw(self, fresh: bool) -> None:
         shown = self._statuses[self.shown]
