@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,8 +67,15 @@ def spread(values: tuple[float, ...] | list[float]) -> dict[str, float]:
 class Lane:
     """One model copy, its optimizer and its monitor."""
 
-    def __init__(self, contender: Contender, workload: Workload, device: torch.device) -> None:
+    def __init__(
+        self,
+        contender: Contender,
+        workload: Workload,
+        device: torch.device,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         torch.manual_seed(0)  # every lane starts from the same weights
+        self.clock = clock
         self.contender = contender
         self.model = workload.build().to(device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01)
@@ -100,15 +108,15 @@ class Lane:
     def run_block(self, batches: list, first_batch: int, first_step: int, steps: int) -> float:
         """Time ``steps`` steps, the first one also alone; return seconds per step."""
         self._sync()
-        start = time.perf_counter()
+        start = self.clock()
         first = 0.0
         for i in range(steps):
             self._step(batches[(first_batch + i) % len(batches)], first_step + i)
             if i == 0:
                 self._sync()
-                first = time.perf_counter() - start
+                first = self.clock() - start
         self._sync()
-        total = time.perf_counter() - start
+        total = self.clock() - start
         self.blocks.append((first, total, steps))
         return total / steps
 
@@ -150,6 +158,7 @@ def interleave(
     block: int | None = None,
     warmup_rounds: int = 1,
     settle_samples: int = 25,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[Timing]:
     """Time every contender against the plain loop; one :class:`Timing` per contender.
 
@@ -168,10 +177,14 @@ def interleave(
     settle_samples : int
         Activation intervals a budgeted Recorder trains untimed first (its first 20 samples
         are never thinned, so they are not its steady state).
+    clock : callable
+        ``time.perf_counter`` (wall time), or ``time.thread_time``: CPU time of this thread,
+        which leaves out the time the process waits while other processes run (with one torch
+        thread on CPU every step runs in this thread).
     """
     steps = block or workload.block
-    plain = Lane(Contender(None), workload, device)
-    lanes = [Lane(c, workload, device) for c in contenders]
+    plain = Lane(Contender(None), workload, device, clock)
+    lanes = [Lane(c, workload, device, clock) for c in contenders]
     batches = make_batches(workload, 8, device)
     order = random.Random(0)
     try:

@@ -8,6 +8,9 @@ gradient and the activation interval by one common factor until, together with t
 cost at most ``budget`` of a plain step. Measured in shared/NOTES.md: on a 4.4 ms MLP step one
 capture of all norms costs about 6.6 % of the step, and an activation sample about 2 ms of a
 7 ms step, so on small CPU models both intervals must widen.
+
+Every estimate is a median over a short window: on a shared machine a step now and then takes
+several times its usual time (the process was descheduled), and a mean would follow it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
-
 __all__ = ["Schedule", "StepKind"]
 
 _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the cost
@@ -25,7 +26,6 @@ _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the 
 # of every run are never thinned: a short run stays diagnosable whatever its cost.
 _FULL_GRADS, _FULL_SAMPLES = 40, 20
 _WARMUP_STEPS = 5  # first steps pay one-off costs; keep them out of the estimates
-_SMOOTHING = 0.1
 _ADAPT_EVERY = 8  # steps between two decisions: the estimates move slowly anyway
 
 
@@ -36,6 +36,24 @@ class StepKind:
     grads: bool  # gradient norms were captured
     hooked: bool  # the forward pass ran with activation hooks (an activation sample)
     update: bool  # the update ratio of the previous sample was measured
+
+
+class _Window:
+    """The median of the last ``size`` values (0 while empty)."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    @property
+    def median(self) -> float:
+        ordered = sorted(self._values)  # 32 floats: about 1 us
+        return ordered[len(ordered) // 2] if ordered else 0.0
 
 
 class Schedule:
@@ -59,9 +77,11 @@ class Schedule:
         self._last_acts: int | None = None
         self._grads_taken = self._samples_taken = 0
         self._left: float | None = None
-        self._plain_s = self._tick_s = self._grads_s = 0.0  # running means, seconds
-        self._samples: deque[float] = deque(maxlen=5)  # median: samples are few and noisy
-        self._sample_s = 0.0  # their median
+        self._previous: StepKind | None = None
+        # Seconds: the training step after a plain step (clean), after a gradient capture
+        # (cold cache) or after anything; a tick; a gradient capture; an activation sample.
+        self._clean, self._after_grads, self._any = _Window(), _Window(), _Window()
+        self._tick, self._grads, self._sample = _Window(), _Window(), _Window(9)
         self._sample_excess: float | None = None  # cost of a sample until its update step
 
     def grads_due(self, step: int, force: bool) -> bool:
@@ -90,35 +110,67 @@ class Schedule:
     def observe(self, step: int, entered: float, left: float, kind: StepKind) -> None:
         """Take the times of one ``capture`` call and adapt the intervals."""
         previous, self._left = self._left, left
+        after, self._previous = self._previous, kind
         if previous is None or step < _WARMUP_STEPS:
             return
         total, inside = left - previous, left - entered
-        if not kind.hooked:  # outside capture, an unhooked step is a plain training step
-            self._plain_s = _mix(self._plain_s, total - inside)
-        if not (kind.grads or kind.hooked or kind.update):
-            self._tick_s = _mix(self._tick_s, inside)
-        elif kind.grads and not (kind.hooked or kind.update):
-            self._grads_s = _mix(self._grads_s, inside - self._tick_s)
+        if not kind.hooked:  # a hooked forward is part of the sample's cost
+            self._note_outside(after, total - inside)
+        if kind == _PLAIN:
+            self._tick.add(inside)
+        elif kind == _GRADS:
+            self._grads.add(inside)
         self._note_sample(kind, total, inside)
         if step % _ADAPT_EVERY == 0:
             self._adapt()
 
+    def _note_outside(self, after: StepKind | None, outside: float) -> None:
+        """The training step between two captures, by what the capture before it did.
+
+        A capture reads every gradient; the optimizer step right after it then finds the cache
+        cold (in shared/NOTES.md a capture cost 2.9 % of a step alone, 6.6 % in the loop), so
+        that spill is charged to gradient captures.
+        """
+        self._any.add(outside)
+        if after == _PLAIN:
+            self._clean.add(outside)
+        elif after == _GRADS:
+            self._after_grads.add(outside)
+
     def _note_sample(self, kind: StepKind, total: float, inside: float) -> None:
         """A sample costs its hooked forward, its capture and the capture of the next step."""
-        beyond = inside - self._tick_s - kind.grads * self._grads_s
+        beyond = inside - self._tick.median - kind.grads * self._grads.median
         if kind.hooked:
             self._sample_excess = (total - inside - self._plain_s) + beyond
         elif kind.update and self._sample_excess is not None:
-            self._samples.append(max(0.0, self._sample_excess + beyond))
-            self._sample_s = float(np.median(self._samples))
+            # Unclipped: step times are noisy both ways, and the median is not biased by it.
+            self._sample.add(self._sample_excess + beyond)
             self._sample_excess = None
+
+    @property
+    def _plain_s(self) -> float:
+        """A plain training step: after a plain step; while there is none, after any."""
+        return (self._clean or self._any).median
+
+    @property
+    def _capture_s(self) -> float:
+        """A gradient capture: its own time beyond a tick, and its spill into the next step.
+
+        Until both sides of the spill are measured, it is taken to equal the capture's own
+        time, as in NOTES (every step captured leaves no plain step to compare with).
+        """
+        own = max(self._grads.median - self._tick.median, 0.0)
+        spill = own
+        if self._clean and self._after_grads:  # noisy both ways; a spill never saves time
+            spill = max(self._after_grads.median - self._clean.median, 0.0)
+        return own + spill
 
     def _adapt(self) -> None:
         if self.budget is None:
             return
-        available = self.budget * self._plain_s - self._tick_s
-        per_sample = self._sample_s / self.act_every if self.act_every else 0.0
-        needed = max(self._grads_s, 0.0) + per_sample
+        available = self.budget * self._plain_s - self._tick.median
+        sample_s = max(self._sample.median, 0.0)
+        needed = self._capture_s + (sample_s / self.act_every if self.act_every else 0.0)
         factor = needed / available if available > 0 else math.inf
         k = max(1, min(_MAX_FACTOR, math.ceil(factor) if math.isfinite(factor) else _MAX_FACTOR))
         if self._grads_taken >= _FULL_GRADS:
@@ -127,5 +179,5 @@ class Schedule:
             self.act_interval = self.act_every * k
 
 
-def _mix(old: float, new: float) -> float:
-    return new if old == 0.0 else old + _SMOOTHING * (new - old)
+_PLAIN = StepKind(grads=False, hooked=False, update=False)
+_GRADS = StepKind(grads=True, hooked=False, update=False)

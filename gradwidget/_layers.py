@@ -78,6 +78,29 @@ class Layers:
         has = np.bincount(owner, minlength=len(self.layers)) > 0
         return np.where(has, np.sqrt(total), np.nan)
 
+    def update_ratio(self, weight_sq: np.ndarray, update_sq: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per-layer ‖θ‖ and ‖Δθ‖/‖θ‖ (NaN where the weights are all zero)."""
+        weight, moved = self.per_layer(weight_sq), self.per_layer(update_sq)
+        ratio = np.divide(moved, weight, out=np.full_like(moved, np.nan), where=weight > 0)
+        return weight, ratio
+
+    def count_nonfinite(self, norms: np.ndarray, exact: bool) -> np.ndarray:
+        """NaN/Inf gradient entries per layer; only counted where a norm says there are some.
+
+        A NaN norm also means "this layer got no gradient": counting over the gradients that
+        exist tells the two apart. Counting reads the gradients as they are now, so it is
+        ``exact`` only while they are still the captured ones (a transfer that landed at once,
+        on CPU); otherwise a layer counts 1, "at least one", instead of a host sync.
+        """
+        counts = np.zeros(len(self.layers))
+        for i in np.flatnonzero(~np.isfinite(norms)):
+            grads = [p.grad for p in self.layers[i].params if p.grad is not None]
+            if grads and not exact:
+                counts[i] = 1.0
+            elif grads:
+                counts[i] = sum(int((~torch.isfinite(local(g))).sum()) for g in grads)
+        return counts
+
 
 class UpdateTracker:
     """Squared norms of the weights at a sample and of the optimizer step that follows it.

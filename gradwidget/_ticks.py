@@ -24,7 +24,7 @@ import torch
 
 from ._transfer import HostLink
 
-__all__ = ["Sentinel", "TickTag", "Ticks"]
+__all__ = ["Sentinel", "TickTag", "Ticks", "as_loss"]
 
 Emit = Callable[[str, int, Any], None]
 
@@ -91,7 +91,7 @@ class Ticks:
     def __init__(self, link: HostLink, rows: int = 8) -> None:
         self.rows = rows
         self._link = link
-        self._rows: list[torch.Tensor] = []  # (3,) float32: loss, sentinel norm, loss scale
+        self._rows: list[torch.Tensor] = []  # (3,) each: loss, sentinel norm, loss scale
         self._steps: list[int] = []
         self._has_loss: list[bool] = []
         self._loss, self._grad = Sentinel(), Sentinel()
@@ -174,3 +174,16 @@ def _norm(grad: torch.Tensor) -> torch.Tensor:
     # A float16 norm overflows above 65504: reduce half precision in float32.
     wide = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else None
     return torch.linalg.vector_norm(grad.detach(), dtype=wide)
+
+
+def as_loss(loss: Any, device: torch.device) -> torch.Tensor | None:
+    """The loss as a detached 0-d float tensor on the device; None when there is none.
+
+    A float becomes a device tensor by a fill, not a host-to-device copy, so no sync.
+    """
+    if loss is None:
+        return None
+    if isinstance(loss, torch.Tensor):
+        loss = loss.detach()
+        return (loss.reshape(()) if loss.numel() == 1 else loss.mean()).float()
+    return torch.full((), float(loss), device=device)

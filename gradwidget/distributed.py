@@ -132,13 +132,13 @@ class Scope:
         torch.distributed.all_reduce(squares, group=self.group)
         return squares
 
-    def total(self, counts: np.ndarray) -> np.ndarray:
-        """Sum ``counts`` (of local shards) over the ranks; unchanged unless sharded.
+    def total(self, counts: np.ndarray, norms: np.ndarray) -> np.ndarray:
+        """Non-finite ``counts`` of the local shards, summed over the ranks if sharded.
 
-        Called only when a reduced norm is not finite, which every rank sees alike, so this
-        rare second collective is joined by every rank too.
+        Only when a (reduced, so on every rank the same) norm in ``norms`` is not finite:
+        every rank then joins this rare second collective, and no rank otherwise.
         """
-        if not self.sharded:
+        if not self.sharded or np.isfinite(norms).all():
             return counts
         summed = torch.as_tensor(counts, dtype=torch.float64).clone()
         torch.distributed.all_reduce(summed, group=self.group)

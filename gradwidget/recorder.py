@@ -32,9 +32,8 @@ from torch import nn
 from ._amp import AmpState, read_scaler
 from ._budget import Schedule, StepKind
 from ._layers import Layers, UpdateTracker, find_layers, squares
-from ._ticks import Ticks, TickTag
+from ._ticks import Ticks, TickTag, as_loss
 from ._transfer import HostLink
-from .activations import FIELDS as ACTIVATION_FIELDS
 from .activations import ActivationProbe
 from .distributed import Scope, check_parameters, local, unwrap
 from .errors import GradWidgetError
@@ -200,7 +199,7 @@ class Recorder:
         entered = time.perf_counter()
         amp = read_scaler(scaler)
         with self._lock:
-            kind = self._capture(_loss_tensor(loss, self._layers.device), force, amp)
+            kind = self._capture(as_loss(loss, self._layers.device), force, amp)
         self._schedule.observe(self.step - 1, entered, time.perf_counter(), kind)
 
     def close(self) -> None:
@@ -270,7 +269,7 @@ class Recorder:
         if kind.update:
             parts.update(self._updates.measure(params, device))
         if kind.hooked:
-            parts.update(self._activation_rows(device))
+            parts.update(self._probe.rows(self.layers, device))
             self._updates.keep(params, device)
             self._schedule.sampled(self.step)
         return parts, present
@@ -317,13 +316,13 @@ class Recorder:
             norms = layers.per_layer(values.pop("grad_sq", np.zeros(0)), list(tag.present))
             self._emit("loss", step, values.pop("loss"))
             self._emit("grad_norm", step, norms)
-            self._emit("nonfinite", step, self._count_nonfinite(norms))
+            exact = self._link.synchronous  # the gradients are still the captured ones
+            counts = self._scope.total(layers.count_nonfinite(norms, exact), norms)
+            self._emit("nonfinite", step, counts)
         if "update_sq" in values:
-            weight = layers.per_layer(values.pop("weight_sq"))
-            moved = layers.per_layer(values.pop("update_sq"))
+            weight, ratio = layers.update_ratio(values.pop("weight_sq"), values.pop("update_sq"))
             # The update belongs to the sampled step, before the optimizer moved the weights.
             self._emit("weight_norm", step - 1, weight)
-            ratio = np.divide(moved, weight, out=np.full_like(moved, np.nan), where=weight > 0)
             self._emit("update_ratio", step - 1, ratio)
         for name, row in values.items():  # activation statistics
             self._emit(name, step, row)
@@ -331,30 +330,6 @@ class Recorder:
     def _emit(self, name: str, step: int, values: Any) -> None:
         """Where every recorded point leaves the recorder (one place for any other sink too)."""
         self._history.append(name, step, values)
-
-    def _activation_rows(self, device: torch.device) -> dict[str, torch.Tensor]:
-        stats = self._probe.take()
-        nan = torch.full((4,), math.nan, device=device)
-        rows = torch.stack([stats.get(name, nan).to(device) for name in self.layers])
-        return dict(zip(ACTIVATION_FIELDS, rows.T, strict=True))
-
-    def _count_nonfinite(self, norms: np.ndarray) -> np.ndarray:
-        """NaN/Inf gradient entries per layer; only counted when a norm says there are some.
-
-        A NaN norm also means "this layer got no gradient": counting over the gradients that
-        exist tells the two apart. Counting reads the gradients as they are now, which are the
-        captured ones only when the transfer landed at once (CPU); on a GPU the count is 1, "at
-        least one", rather than a host sync inside the step.
-        """
-        counts = np.zeros(len(self.layers))
-        bad = np.flatnonzero(~np.isfinite(norms))  # alike on every rank: norms are reduced
-        for i in bad:
-            grads = [p.grad for p in self._layers.layers[i].params if p.grad is not None]
-            if grads and not self._link.synchronous:
-                counts[i] = 1.0
-            elif grads:
-                counts[i] = sum(int((~torch.isfinite(local(g))).sum()) for g in grads)
-        return self._scope.total(counts) if bad.size else counts
 
     def _rearm(self) -> None:
         """Hooks exist only for the forward pass of a sampled step."""
@@ -374,16 +349,3 @@ class Recorder:
             self._history = History(self.layers, self._capacity)
         if self._log is not None:
             self._log.start(self._layers.layers, self._history)
-
-
-def _loss_tensor(loss: Any, device: torch.device) -> torch.Tensor | None:
-    """The loss as a detached 0-d float tensor on the device; None when there is none.
-
-    A float becomes a device tensor by a fill, not a host-to-device copy, so no sync.
-    """
-    if loss is None:
-        return None
-    if isinstance(loss, torch.Tensor):
-        loss = loss.detach()
-        return (loss.reshape(()) if loss.numel() == 1 else loss.mean()).float()
-    return torch.full((), float(loss), device=device)

@@ -320,3 +320,27 @@ def test_gradient_captures_are_never_further_apart_than_the_interval() -> None:
         steps = rec.history.steps
     assert steps[0] == 0
     assert np.diff(steps).max() <= max(intervals)
+
+
+def test_reduce_squares_sums_squared_norms_once_per_step() -> None:
+    """Stage (b): what FSDP2 plugs an all_reduce into; here two 'ranks' with equal shards."""
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    calls = []
+
+    def two_ranks(flat: torch.Tensor) -> torch.Tensor:
+        calls.append(flat.numel())
+        return flat * 2  # as if another rank held an identical shard
+
+    with Recorder(model, act_every=1, budget=None) as rec:
+        rec.reduce_squares = two_ranks
+        for _ in range(2):
+            opt.zero_grad()
+            model(torch.randn(16, 5)).pow(2).mean().backward()
+            rec.capture()
+            expected = _oracle_norms(model, rec.layers) * math.sqrt(2)
+            np.testing.assert_allclose(rec.history.grad_norm[-1], expected, rtol=1e-5)
+            opt.step()
+    params = len(list(model.parameters()))
+    # step 0: the gradients; step 1: the gradients, and the weights and update of step 0
+    assert calls == [params, 3 * params]
