@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import gradwidget as gw
-from gradwidget.distributed import unwrap
+from gradwidget.distributed import local, unwrap
 
 STEPS = 24
 ACT_EVERY = 4
@@ -90,8 +90,24 @@ def _train(rank: int, mode: str, folder: Path, step_s: float) -> None:
             ),
         )
     info = {"layers": list(rec.layers), "recorded": len(rec.history), "capture_s": costs}
+    info["poisoned"] = _poisoned(net, rank)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"rank{rank}.json").write_text(json.dumps(info))
+
+
+def _poisoned(net: nn.Module, rank: int) -> list[float]:
+    """The non-finite counts recorded for one more step in which rank 1 alone puts a NaN in
+    its own gradient of the first weight (under FSDP2, its shard: rank 0 sees none)."""
+    rec = gw.Recorder(net, act_every=None, budget=None)
+    net.zero_grad()
+    net(torch.randn(4, 6)).sum().backward()
+    if rank == 1:
+        with torch.no_grad():
+            local(next(unwrap(net).parameters()).grad)[0, 0] = float("nan")
+    rec.capture()
+    counts = rec.history.nonfinite
+    rec.close()
+    return counts[-1].tolist() if len(counts) else []
 
 
 def _two_dims() -> str:

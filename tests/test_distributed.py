@@ -99,6 +99,14 @@ def test_fsdp_every_rank_ends_a_capture_with_the_same_numbers(job):
     assert (job["folder"] / "fsdp" / "log" / "gradwidget.db").is_file()
 
 
+@pytest.mark.parametrize("mode", jobs.MODES)
+def test_a_nan_in_one_ranks_shard_is_counted(job, mode):
+    rank0 = json.loads((job["folder"] / mode / "rank0.json").read_text())
+    # Sharded: rank 1's NaN reaches rank 0's record through the second, rare collective.
+    # DDP: each rank holds whole gradients; rank 1's own corruption never reaches rank 0.
+    assert rank0["poisoned"] == ([0.0, 0.0, 0.0] if mode == "ddp" else [1.0, 0.0, 0.0])
+
+
 def test_parameters_sharded_over_two_mesh_dimensions_are_refused(job):
     assert "tensor parallelism" in (job["folder"] / "two_dims.txt").read_text()
 
