@@ -244,10 +244,7 @@ class Run:
             x, y, self.recorder.capture, measure_accuracy=self.step % every == 0
         )
         self.step += 1
-        self.loss = result.loss
-        # Every step's loss, already on the host: the recorder's own loss series is only as
-        # dense as its gradient captures, which the time budget may thin out.
-        self.recorder.live.append("train_loss", self._axis_step, result.loss)
+        self.loss = result.loss  # the recorder keeps every step's loss as ``train_loss``
         if not math.isfinite(result.loss):
             return False
         if result.accuracy is not None:

@@ -123,6 +123,13 @@ class GradPanel(w.VBox):
         _WATCHED[model] = self
         return recorder
 
+    @classmethod
+    def follow(cls, path: Any, **options: Any) -> Any:
+        """A live view of the log(s) a job writes at ``path``: :class:`.follow.FollowView`."""
+        from .follow import FollowView
+
+        return FollowView(path, **options)
+
     # -- actions -------------------------------------------------------------------------
 
     def train(self) -> Run | None:
@@ -209,14 +216,17 @@ class GradPanel(w.VBox):
             self._tick()
         return self._active is None
 
-    def capture(self, loss: Any = None) -> None:
-        """Own-loop mode: record this step; call after ``loss.backward()``, before ``step()``."""
+    def capture(self, loss: Any = None, *, scaler: Any = None) -> None:
+        """Own-loop mode: record this step; call after ``loss.backward()``, before ``step()``.
+
+        Under AMP pass the ``torch.amp.GradScaler``: norms are then shown unscaled.
+        """
         if self.recorder is None:
             raise GradWidgetError(
                 "This panel trains the model itself; capture() is for a panel made without "
                 "data (GradPanel(model) or gw.watch(model)) around your own training loop."
             )
-        self.recorder.capture(loss)
+        self.recorder.capture(loss, scaler=scaler)
         self._refresher.poke()
 
     def remove_run(self, name: str) -> None:
