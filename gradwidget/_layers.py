@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ._transfer import wide
+from .distributed import local
 
 __all__ = ["Layer", "Layers", "UpdateTracker", "find_layers", "squares"]
 
@@ -43,7 +44,7 @@ def find_layers(model: nn.Module) -> list[Layer]:
 
 def squares(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     """Squared L2 norm of each tensor, from one fused norm, stacked on ``device``."""
-    norms = torch._foreach_norm(tensors)
+    norms = torch._foreach_norm([local(t) for t in tensors])  # a DTensor's own shard
     try:
         stacked = torch.stack(norms)
     except RuntimeError:  # parameters of several dtypes or devices
@@ -97,7 +98,7 @@ class Layers:
             if grads and not exact:
                 counts[i] = 1.0
             elif grads:
-                counts[i] = sum(int((~torch.isfinite(g)).sum()) for g in grads)
+                counts[i] = sum(int((~torch.isfinite(local(g))).sum()) for g in grads)
         return counts
 
 
@@ -119,7 +120,7 @@ class UpdateTracker:
 
     def keep(self, params: list[nn.Parameter], device: torch.device) -> None:
         """Remember the weights now (before ``optimizer.step()``)."""
-        current = [p.detach() for p in params]
+        current = [local(p.detach()) for p in params]  # DTensors: _foreach_copy_ has no rule
         if [b.shape for b in self._before] != [p.shape for p in current]:
             self._before = [torch.empty_like(p) for p in current]
         torch._foreach_copy_(self._before, current)
@@ -129,7 +130,7 @@ class UpdateTracker:
         """``weight_sq`` at the sample and ``update_sq`` of the step taken since."""
         weight, self._weight_sq = self._weight_sq, None
         assert weight is not None, "measure() follows keep()"
-        torch._foreach_sub_(self._before, [p.detach() for p in params])  # in place: no copy
+        torch._foreach_sub_(self._before, [local(p.detach()) for p in params])  # in place
         return {"weight_sq": weight, "update_sq": squares(self._before, device)}
 
     def clear(self) -> None:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,10 @@ from ._layers import Layers, UpdateTracker, find_layers, squares
 from ._ticks import Ticks, TickTag, as_loss
 from ._transfer import HostLink
 from .activations import ActivationProbe
+from .distributed import Scope, check_parameters, local, unwrap
 from .errors import GradWidgetError
 from .history import History
+from .log import LogWriter
 
 __all__ = ["Recorder"]
 
@@ -66,7 +69,12 @@ class Recorder:
     budget : float or None
         Largest fraction of a training step that recording may cost, all of it together:
         gradient captures, activation samples, update ratios and the per-step tick. None:
-        gradients every step and activations every ``act_every`` steps.
+        gradients every step and activations every ``act_every`` steps. Under FSDP2 always
+        None: every rank must capture the same steps (see :mod:`gradwidget.distributed`).
+    log_dir : str or Path, optional
+        Also append everything recorded to the log in this folder (see :mod:`gradwidget.log`),
+        which :func:`gradwidget.open_log` and :meth:`gradwidget.GradPanel.follow` read, also
+        while the job runs. Under ``torch.distributed`` only rank 0 writes it.
 
     Examples
     --------
@@ -85,7 +93,9 @@ class Recorder:
         act_every: int | None = 10,
         capacity: int = 1024,
         budget: float | None = 0.03,
+        log_dir: str | Path | None = None,
     ) -> None:
+        model = unwrap(model)  # DDP's wrapper: the layers are the user's module's
         found = find_layers(model)
         if not found:
             raise GradWidgetError(
@@ -94,7 +104,9 @@ class Recorder:
             )
         self.model = model
         self.act_every = act_every or 0
-        self.budget = budget
+        # Every rank must join each capture's collective: no per-rank adaptive interval.
+        self._scope = Scope.of([p for layer in found for p in layer.params])
+        self.budget = budget = None if self._scope.sharded else budget
         self.step = 0
         self._capacity = capacity
         self._layers = Layers(found)
@@ -114,8 +126,12 @@ class Recorder:
         self._lock = threading.Lock()  # a reader thread may drain while the loop captures
         self._closed = False
         #: Stage (b): None, or ``flat -> flat`` summing the squared norms across processes.
-        self.reduce_squares: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self._probe.arm()  # step 0 is always sampled: it also tells the execution order
+        self.reduce_squares: Callable[[torch.Tensor], torch.Tensor] | None = (
+            self._scope.reduce_squares if self._scope.sharded else None  # FSDP2
+        )
+        self._log = LogWriter(log_dir) if log_dir is not None and self._scope.writes else None
+        if self._scope.records:  # elsewhere (DDP ranks > 0) the recorder costs nothing
+            self._probe.arm()  # step 0 is always sampled: it also tells the execution order
 
     # -- public -------------------------------------------------------------------------------
 
@@ -183,6 +199,9 @@ class Recorder:
         """
         if self._closed:
             raise GradWidgetError("This recorder is closed; create a new one to record again.")
+        if not self._scope.records:
+            self.step += 1
+            return
         entered = self._clock()
         amp = read_scaler(scaler)
         with self._lock:
@@ -197,6 +216,8 @@ class Recorder:
         self._probe.remove()
         self._probe.take()
         self._updates.clear()
+        if self._log is not None:
+            self._log.close()
         self._closed = True
 
     remove = close
@@ -223,7 +244,7 @@ class Recorder:
         if not self._ordered:
             self._fix_order()
         step, sentinel = self.step, self._layers.sentinel
-        grad = None if sentinel is None else sentinel.grad
+        grad = None if sentinel is None or sentinel.grad is None else local(sentinel.grad)
         alarm = self._ticks.record(step, loss, grad, None if amp is None else amp.scale)
         kind = StepKind(
             grads=self._schedule.grads_due(step, force or alarm),
@@ -303,7 +324,8 @@ class Recorder:
             self._emit("loss", step, values.pop("loss"))
             self._emit("grad_norm", step, norms)
             exact = self._link.synchronous  # the gradients are still the captured ones
-            self._emit("nonfinite", step, layers.count_nonfinite(norms, exact))
+            counts = self._scope.total(layers.count_nonfinite(norms, exact), norms)
+            self._emit("nonfinite", step, counts)
         if "update_sq" in values:
             weight, ratio = layers.update_ratio(values.pop("weight_sq"), values.pop("update_sq"))
             # The update belongs to the sampled step, before the optimizer moved the weights.
@@ -326,8 +348,11 @@ class Recorder:
         """Order layers by first execution; layers that never ran keep registration order."""
         rank = {name: i for i, name in enumerate(self._probe.execution_order)}
         big = len(rank)
+        check_parameters(self._layers.layers)
         found = sorted(self._layers.layers, key=lambda layer: rank.get(layer.name, big))
         self._layers = Layers(found)
         self._ordered = True
         if self.layers != self._history.layers:
             self._history = History(self.layers, self._capacity)
+        if self._log is not None:
+            self._log.start(self._layers.layers, self._history)

@@ -188,7 +188,9 @@ class Run:
         """Read the data, build the optimizer and the recorder; False if that failed."""
         try:
             self._source = as_source(self._data)
-            self._stepper = Stepper(self.model, self._optimizer_factory(), self.config.loss_fn)
+            self._stepper = Stepper(
+                self.model, self._optimizer_factory(), self.config.loss_fn, self.config.clip_grad
+            )
             per_epoch = self._source.batches_per_epoch(self.config.batch_size)
             if self.config.epochs is not None and per_epoch is not None:
                 self.total_steps = self.config.epochs * per_epoch
