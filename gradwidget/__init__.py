@@ -14,6 +14,7 @@ from .errors import DataError, GradWidgetError, RemedyNotApplicable, TrainingErr
 from .history import History, Series
 from .recorder import Recorder
 from .remedies import apply_remedies
+from .structure import Group, LayerInfo, Structure, grouped_history, layer_groups
 from .training import Run, RunState, TrainConfig, train
 
 __version__ = "0.1.0"
@@ -23,19 +24,24 @@ __all__ = [
     "Finding",
     "GradPanel",
     "GradWidgetError",
+    "Group",
     "History",
+    "LayerInfo",
     "Recorder",
     "RemedyNotApplicable",
     "Run",
     "RunState",
     "Series",
     "Severity",
+    "Structure",
     "Thresholds",
     "TrainConfig",
     "TrainingError",
     "apply_remedies",
     "datasets",
     "diagnose",
+    "grouped_history",
+    "layer_groups",
     "models",
     "remedies",
     "train",
