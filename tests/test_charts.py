@@ -16,7 +16,11 @@ from gradwidget.view._data import (
     depth_colors,
     heat_matrix,
     log_domain,
+    log_ticks,
     positive,
+    spread_band,
+    thin_labels,
+    typical,
 )
 from gradwidget.view._widgets import close_tree
 from gradwidget.view.charts import FlowChart, GradChart, HeatChart
@@ -50,12 +54,15 @@ def luminance(hex_colour: str) -> float:
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 30])
-def test_depth_colours_are_sequential_from_dark_input_to_light_output(n: int) -> None:
+def test_depth_colours_run_from_blue_to_red_and_read_on_white_and_on_black(n: int) -> None:
     colours = depth_colors(n)
-    assert len(colours) == n
+    assert len(colours) == n and len(set(colours)) == n
     assert all(len(c) == 7 and c.startswith("#") for c in colours)
-    lum = [luminance(c) for c in colours]
-    assert np.all(np.diff(lum) > 0)
+    lum = np.array([luminance(c) for c in colours])
+    assert np.all((lum > 70) & (lum < 190))  # JupyterLab's dark theme is near black
+    first, last = (tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in (colours[0], colours[-1]))
+    assert first[2] > first[0]  # the input is blue
+    assert last[0] > last[2] or n == 1  # the output red
 
 
 def test_positive_puts_nan_zero_negative_and_inf_on_the_floor() -> None:
@@ -110,6 +117,13 @@ def test_heat_matrix_is_the_mean_log10_over_each_column() -> None:
     np.testing.assert_array_equal(columns, steps[::5])
 
 
+def test_heat_matrix_leaves_missing_gradients_out_instead_of_flooring_them() -> None:
+    values = np.array([[1e-3, np.nan], [1e-1, 0.0], [np.nan, np.nan]], np.float32)
+    _, color = heat_matrix(np.arange(3), values, max_columns=3)
+    np.testing.assert_allclose(color[0], [-3, -1, np.nan])
+    assert np.isnan(color[1]).all()  # never log10(1e-12) = -12, which flattens the range
+
+
 def test_log_domain_is_never_zero_width() -> None:
     assert log_domain(np.full(5, 0.1, np.float32)) == pytest.approx((0.01, 1.0))
     assert log_domain(np.zeros(0)) == (FLOOR, 1.0)
@@ -117,21 +131,54 @@ def test_log_domain_is_never_zero_width() -> None:
     assert (low, high) == pytest.approx((1e-3, 50.0))
 
 
+@pytest.mark.parametrize(("low", "high"), [(1e-9, 10.0), (2e-4, 3e-1), (3e-3, 8e-3), (1e-3, 1e-2)])
+def test_log_ticks_are_few_inside_the_domain_and_never_the_crowded_1_to_9(low, high) -> None:
+    ticks = log_ticks(low, high)
+    assert 2 <= len(ticks) <= 5 or (len(ticks) >= 1 and high / low < 3)
+    assert np.all((ticks >= low * 0.999) & (ticks <= high * 1.001))
+    mantissas = np.round(ticks / 10.0 ** np.floor(np.log10(ticks) + 1e-9), 6)
+    assert set(mantissas) <= {1.0, 2.0, 5.0}
+
+
+@pytest.mark.parametrize("n", [3, 12, 75, 500])
+def test_thinned_labels_fit_side_by_side_at_any_count(n: int) -> None:
+    labels = [f"h.{i}.attn.c_attn" for i in range(n)]
+    kept = thin_labels(labels, length_px=340, char_px=7)
+    every = labels.index(kept[1]) if len(kept) > 1 else n
+    assert kept[0] == labels[0] and kept == labels[::every]
+    assert every * 340 / n >= 7 * max(map(len, labels))  # the room of one label
+
+
+def test_typical_is_the_median_of_each_run_and_the_band_keeps_every_spike() -> None:
+    rng = np.random.default_rng(3)
+    steps = np.arange(600)
+    last = rng.lognormal(-3, 0.3, (600, 4)).astype(np.float32)
+    last[123, 1] = 1e4  # a one-step spike: not the typical value, but in the band
+    x, y = typical(steps, last, max_points=100)
+    assert y.shape == (4, 100) and x[-1] == 599 and x[0] == 5
+    np.testing.assert_allclose(y[:, 20], np.median(last[120:126], axis=0), rtol=1e-6)
+    assert y.max() < 1.0
+    band = spread_band(steps, last, last, max_points=100)
+    assert band.shape == (2, 100) and band[1].max() == np.float32(1e4)
+    np.testing.assert_allclose(band[0, 20], last[120:126].min(), rtol=1e-6)
+
+
 # -- charts ------------------------------------------------------------------------------------
 
 
-def test_grad_chart_draws_one_line_per_layer_with_every_extreme() -> None:
+def test_grad_chart_draws_one_line_per_layer_over_the_spread_of_all() -> None:
     history = filled()
     chart = GradChart(history.layers, max_points=100)
     chart.update(history)
     s = history.series("grad_norm")
     assert chart.lines.labels == list(LAYERS) and len(chart.lines.colors) == 3
     assert chart.lines.y.shape[0] == 3 and chart.lines.y.dtype == np.float32
-    assert chart.lines.x.shape[0] <= 100
-    np.testing.assert_array_equal(chart.lines.y.max(axis=1), s.hi.max(axis=0))
-    np.testing.assert_array_equal(chart.lines.y.min(axis=1), s.lo.min(axis=0))
-    assert chart.lines.x[-1] == s.steps[-1]
+    assert chart.lines.x.shape[0] <= 100 and chart.lines.x[-1] == s.steps[-1]
+    _, expected = typical(s.steps, s.last, 100)
+    np.testing.assert_array_equal(chart.lines.y, expected)
+    assert chart.band.y[1].max() == s.hi.max() and chart.band.y[0].min() == s.lo.min()
     assert chart.y_scale.min <= s.lo.min() and chart.y_scale.max >= s.hi.max()
+    assert chart.menu.layout.display == "none"  # three layers: nothing to drill into
 
 
 def test_grad_chart_waits_for_two_points_and_floors_missing_gradients() -> None:
@@ -147,6 +194,33 @@ def test_grad_chart_waits_for_two_points_and_floors_missing_gradients() -> None:
     )
 
 
+def transformer(blocks: int = 12, steps: int = 50) -> History:
+    names = ["wte", *(f"h.{b}.{p}" for b in range(blocks) for p in ("ln_1", "attn", "mlp"))]
+    history = History([*names, "ln_f"], 64)
+    rng = np.random.default_rng(4)
+    for step in range(steps):
+        history.append("grad_norm", step, rng.lognormal(-3, 1, len(history.layers)))
+    return history
+
+
+def test_grad_chart_of_a_transformer_draws_at_most_12_block_lines_and_drills_in() -> None:
+    history = transformer()
+    chart = GradChart(history.layers)
+    chart.update(history)
+    assert len(chart.lines.labels) == 12 and chart.lines.y.shape[0] == 12
+    assert chart.lines.labels[0] == "wte" and chart.lines.labels[-1] == "ln_f"
+    s = history.series("grad_norm")
+    _, per_layer = typical(s.steps, s.last, 300)
+    h0 = np.sqrt((per_layer[1:4].astype(np.float64) ** 2).sum(axis=0))
+    np.testing.assert_allclose(chart.lines.y[chart.lines.labels.index("h.0")], h0, rtol=1e-5)
+    chart.menu.value = "block:h.3"  # the view menu: one block's layers
+    assert chart.lines.labels == ["h.3.ln_1", "h.3.attn", "h.3.mlp"]
+    np.testing.assert_array_equal(chart.lines.y, per_layer[10:13])
+    chart.menu.value = "kind:attention"
+    assert len(chart.lines.labels) == 12 and chart.lines.labels[-1] == "h.11.attn"
+    assert ("Kind: norm", "kind:norm") in chart.menu.options
+
+
 def test_flow_chart_shows_the_latest_norms_the_band_and_flagged_layers() -> None:
     history = filled()
     chart = FlowChart(LAYERS, band=(1e-3, 70.0))
@@ -158,9 +232,40 @@ def test_flow_chart_shows_the_latest_norms_the_band_and_flagged_layers() -> None
     assert list(chart.flagged.x) == ["2"] and chart.flagged.y[0] == latest[1]
 
 
+def test_flow_chart_of_a_transformer_puts_blocks_along_depth_with_thinned_ticks() -> None:
+    history = transformer(blocks=40)
+    chart = FlowChart(history.layers, band=(1e-3, 70.0))
+    chart.update(history, flagged=["h.39.attn"])
+    assert list(chart.x_scale.domain) == ["wte", *(f"h.{b}" for b in range(40)), "ln_f"]
+    assert len(chart.profile.y) == 41 and list(chart.norms.x) == ["ln_f"]  # no sawtooth
+    latest = history.grad_norm[-1].astype(np.float64)
+    np.testing.assert_allclose(chart.profile.y[1], np.linalg.norm(latest[1:4]), rtol=1e-5)
+    assert list(chart.flagged.x) == ["h.39"]
+    ticks = list(chart.x_axis.tick_values)
+    assert 2 <= len(ticks) < 42 and ticks[0] == "wte" and chart.x_axis.label.startswith("block")
+
+
+def test_a_batchnorm_mlp_draws_its_norm_layers_as_their_own_line() -> None:
+    layers = ("0", "1", "3", "4", "6")  # Linear, BatchNorm, Linear, BatchNorm, Linear
+    history = History(layers, 8)
+    history.append("grad_norm", 0, [1e-3, 1.0, 1e-2, 1.0, 1e-1])
+    chart = FlowChart(layers, band=(1e-3, 70.0))
+    chart.columns = gw_columns(layers, norm=(False, True, False, True, False))
+    chart.update(history)
+    np.testing.assert_array_equal(chart.profile.y, np.float32([1e-3, 1e-2, 1e-1]))
+    np.testing.assert_array_equal(chart.norms.y, np.float32([1.0, 1.0]))
+
+
+def gw_columns(layers, norm):
+    from gradwidget.view._depth import Columns
+
+    members = tuple((i,) for i in range(len(layers)))
+    return Columns(tuple(layers), tuple(layers), members, tuple(norm), "layer")
+
+
 def test_heat_chart_redraws_at_most_once_per_interval_unless_forced() -> None:
     history = filled(steps=900, capacity=1024)
-    chart = HeatChart(LAYERS, max_columns=200, min_interval=60.0)
+    chart = HeatChart(LAYERS, max_cells=600, min_interval=60.0)
     assert chart.update(history)
     assert chart.map.color.shape == (3, 180)  # ceil(900 / 200) = 5 steps per column
     history.append("grad_norm", 900, [1.0, 1.0, 1.0])
@@ -169,6 +274,22 @@ def test_heat_chart_redraws_at_most_once_per_interval_unless_forced() -> None:
     _, expected = heat_matrix(history.steps, history.grad_norm, 200)
     np.testing.assert_array_equal(chart.map.color, expected)
     assert len(chart.map.column) == expected.shape[1]
+    assert chart.color_scale.min == expected.min() and chart.color_scale.max == expected.max()
+
+
+def test_heat_chart_of_500_layers_has_at_most_48_rows_and_thinned_labels() -> None:
+    layers = [f"blocks.{b}.{i}" for b in range(50) for i in range(10)]
+    history = History(layers, 64)
+    rng = np.random.default_rng(5)
+    for step in range(100):
+        row = rng.lognormal(-3, 1, 500)
+        row[::7] = np.nan  # layers without a gradient do not flatten the colours
+        history.append("grad_norm", step, row)
+    chart = HeatChart(layers)
+    assert chart.update(history)
+    rows, cols = chart.map.color.shape
+    assert rows <= 48 and rows * cols <= 6000
+    assert chart.color_scale.min > -6 and len(chart.row_axis.tick_values) <= 12
 
 
 def test_loss_chart_draws_loss_and_accuracy_when_recorded() -> None:

@@ -43,7 +43,9 @@ class DiagnosisBox(w.HTML):
     """An HTML widget (css ``gw-diagnosis``) showing the latest findings."""
 
     def __init__(self, labels: dict[str, str]) -> None:
-        super().__init__(value="<i>Waiting for gradients…</i>")
+        # Bounded, so a long list of findings never pushes the fix controls off the screen.
+        layout = w.Layout(max_height="180px", overflow="auto", width="100%")
+        super().__init__(value="<i>Waiting for gradients…</i>", layout=layout)
         self.labels = labels
         self.findings: tuple[Finding, ...] = ()
         self.add_class("gw-diagnosis")

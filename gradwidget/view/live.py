@@ -18,22 +18,26 @@ _HEAVY_EVERY_S = 1.0  # the diagnosis (and with it the heat map): at most this o
 
 
 class LiveCharts(w.VBox):
-    """Dashboard of charts plus the diagnosis box; the dashboard follows the run's layers.
+    """The diagnosis box on top, then the dashboard of charts, which follows the run's layers.
 
     Parameters
     ----------
     thresholds : Thresholds
         Rules of the diagnosis; its vanishing and exploding ratios bound the flow chart's band.
+    beside : ipywidgets.Widget, optional
+        Shown right under the diagnosis, above the charts (the panel's fix controls), so
+        the verdict and what to do about it are read first, without scrolling.
     """
 
-    def __init__(self, thresholds: Thresholds) -> None:
+    def __init__(self, thresholds: Thresholds, beside: w.Widget | None = None) -> None:
         self.thresholds = thresholds
         self.dashboard = Dashboard((), self._band)  # here, on the kernel's thread: see Dashboard
         self.findings: tuple[Finding, ...] = ()
         self._last_heavy = -float("inf")
         self.charts = w.VBox([w.HTML("<i>The charts appear with the first training step.</i>")])
         self.diagnosis = DiagnosisBox(LABELS)
-        super().__init__([self.charts, self.diagnosis])
+        top = [self.diagnosis] if beside is None else [self.diagnosis, beside]
+        super().__init__([*top, self.charts])
 
     def restart(self) -> None:
         """A new run is on show: diagnose it at its first draw."""

@@ -8,7 +8,10 @@ import bqplot as bq
 import numpy as np
 
 from ..history import History
+from ..structure import layer_groups
 from ._data import decimate_minmax
+from ._depth import depth_columns
+from ._ticks import depth_axis
 from .charts import figure
 
 __all__ = ["ActivityChart", "LossChart"]
@@ -27,9 +30,9 @@ class LossChart:
             "test_accuracy": self._line(x_scale, acc_scale, "test accuracy", "#9467bd"),
         }
         axes = [
-            bq.Axis(scale=x_scale, label="step"),
-            bq.Axis(scale=self.loss_scale, side="left", label="loss"),
-            bq.Axis(scale=acc_scale, side="right", label="accuracy"),
+            bq.Axis(scale=x_scale, label="step", num_ticks=5, tick_format="~s"),
+            bq.Axis(scale=self.loss_scale, side="left", label="loss", num_ticks=5),
+            bq.Axis(scale=acc_scale, side="right", label="accuracy", num_ticks=5),
         ]
         self.figure = figure(list(self.lines.values()), axes, "gw-loss-chart", "Loss")
 
@@ -57,35 +60,43 @@ class LossChart:
 
 
 class ActivityChart:
-    """Dead and saturated fraction of each layer's units at the latest sampled step (bars)."""
+    """Dead and saturated fraction of units at the latest sampled step, per block (its worst
+    layer) or per layer (bars)."""
 
     def __init__(self, layers: Sequence[str]) -> None:
-        x_scale, y_scale = bq.OrdinalScale(), bq.LinearScale(min=0.0, max=1.0)
+        self.x_scale, y_scale = bq.OrdinalScale(), bq.LinearScale(min=0.0, max=1.0)
         self.bars = bq.Bars(
-            x=np.array(layers, dtype=str),
-            y=np.zeros((2, len(layers)), np.float32),
-            scales={"x": x_scale, "y": y_scale},
+            x=np.zeros(0, str),
+            y=np.zeros((2, 0), np.float32),
+            scales={"x": self.x_scale, "y": y_scale},
             type="grouped",
             labels=["dead", "saturated"],
             colors=["#7f7f7f", "#ff7f0e"],
             display_legend=True,
         )
-        axes = [
-            bq.Axis(scale=x_scale, label="layer"),
-            bq.Axis(scale=y_scale, side="left", tick_format=".0%"),
-        ]
+        self.x_axis = bq.Axis(scale=self.x_scale)
+        axes = [self.x_axis, bq.Axis(scale=y_scale, side="left", tick_format=".0%", num_ticks=5)]
         self.figure = figure([self.bars], axes, "gw-act-chart", "Dead / saturated units")
+        self.figure.legend_location = "top-right"
+        self.set_layers(layers)
 
     def set_layers(self, layers: Sequence[str]) -> None:
         """Show another run's layers along the x axis, all bars at zero."""
+        self.columns = depth_columns(layer_groups(tuple(layers)))
+        labels = list(self.columns.labels)
         with self.bars.hold_sync():
-            self.bars.x = np.array(layers, dtype=str)
-            self.bars.y = np.zeros((2, len(layers)), np.float32)
+            self.x_scale.domain = labels
+            self.bars.x = np.array(labels, dtype=str)
+            self.bars.y = np.zeros((2, len(labels)), np.float32)
+        depth_axis(self.x_axis, self.columns)
+        worst = " (worst layer of each block)" if self.columns.unit == "block" else ""
+        self.figure.title = f"Dead / saturated units{worst}"
 
     def update(self, history: History) -> None:
         """Draw the newest row of ``dead_frac`` and ``saturated_frac`` (NaN: not applicable: 0)."""
         rows = [history.series(name).last for name in ("dead_frac", "saturated_frac")]
         if any(len(r) == 0 for r in rows):
             return
+        worst = np.stack([self.columns.worst(r[-1]) for r in rows])
         with self.bars.hold_sync():
-            self.bars.y = np.nan_to_num(np.stack([r[-1] for r in rows])).astype(np.float32)
+            self.bars.y = np.nan_to_num(worst).astype(np.float32)

@@ -96,12 +96,14 @@ class GradPanel(w.VBox):
         self.train_button = _button("Train", "play", "gw-train", lambda _: self.train())
         self.stop_button = _button("Stop", "stop", "gw-stop", lambda _: self.stop())
         self.status = StatusBar()
-        self.live = LiveCharts(self.thresholds)
         self.fixes = FixBar(self._initial, self._on_fixes_changed, self.retrain)
-        # Joins the panel with the first run: bqplot lays out a hidden figure at zero size.
+        # Status, diagnosis and fixes on top; the charts below them in a grid.
+        self.live = LiveCharts(self.thresholds, beside=self.fixes)
+        # Joins the panel with the first run (bqplot lays out a hidden figure at zero size),
+        # so an own-loop panel never shows an empty comparison.
         self.compare = CompareView(self.remove_run)
         toolbar = w.HBox([self.train_button, self.stop_button, self.status])
-        super().__init__([toolbar, self.live, self.fixes, self.compare])
+        super().__init__([toolbar, self.live])
         self.add_class("gw-panel")
         if self.recorder is not None:
             for button in (self.train_button, self.stop_button):

@@ -1,0 +1,37 @@
+"""Tick labels of the depth axes, thinned so that no two labels overlap at any layer count.
+
+bqplot draws every category of an ordinal axis; with 75 layer names that is a black smear.
+The charts sit in grid cells at least ``MIN_CHART_PX`` wide and ``HEIGHT_PX`` tall, so the
+room of each axis is known in advance, and the labels kept are spaced to fit it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import bqplot as bq
+
+from ._data import thin_labels
+from ._depth import Columns
+
+__all__ = ["MIN_CHART_PX", "depth_axis", "fit_rows"]
+
+MIN_CHART_PX = 440  # the dashboard's grid never makes a chart narrower than this
+_PLOT_WIDTH_PX = MIN_CHART_PX - 100  # less the figure's side margins
+_PLOT_HEIGHT_PX = 240 - 65  # figure height less its top and bottom margins
+_CHAR_PX = 7.0  # bqplot's 11 px tick font, a little wider than its widest average glyph
+_ROW_PX = 16.0  # a horizontal label's height plus a gap
+
+
+def depth_axis(axis: bq.Axis, columns: Columns) -> None:
+    """Label an ordinal x axis of ``columns``: unit in the title, thinned tick labels."""
+    with axis.hold_sync():
+        axis.label = f"{columns.unit} (input → output)"
+        axis.tick_values = thin_labels(list(columns.labels), _PLOT_WIDTH_PX, _CHAR_PX)
+
+
+def fit_rows(axis: bq.Axis, rows: Sequence[str]) -> int:
+    """Thin the row labels of a vertical ordinal axis; the left margin they need, in px."""
+    labels = [str(r) for r in rows]
+    axis.tick_values = thin_labels(labels, _PLOT_HEIGHT_PX, 0.0, gap_px=_ROW_PX)
+    return int(min(150, 16 + _CHAR_PX * max((len(label) for label in labels), default=1)))
