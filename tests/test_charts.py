@@ -60,7 +60,7 @@ def test_depth_colours_run_from_blue_to_red_and_read_on_white_and_on_black(n: in
     assert all(len(c) == 7 and c.startswith("#") for c in colours)
     lum = np.array([luminance(c) for c in colours])
     assert np.all((lum > 70) & (lum < 190))  # JupyterLab's dark theme is near black
-    first, last = (tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in (colours[0], colours[-1]))
+    first, last = ([int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in (colours[0], colours[-1]))
     assert first[2] > first[0]  # the input is blue
     assert last[0] > last[2] or n == 1  # the output red
 

@@ -7,6 +7,7 @@ of layers when even the blocks are too many), so 3 and 500 layers read the same.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,7 +94,7 @@ def depth_columns(structure: Structure, max_columns: int = 48) -> Columns:
 def choices(structure: Structure) -> list[tuple[str, str]]:
     """(label, key) options of the gradient chart's view menu."""
     if not structure.blocks:
-        return [("Layers", OVERVIEW)] + _kind_choices(structure)
+        return [("Layers", OVERVIEW), *_kind_choices(structure)]
     options = [("Blocks (L2 over each block)", OVERVIEW), ("Layers", LAYERS)]
     options += [(f"Block {b.short}", f"block:{b.name}") for b in structure.blocks]
     return options + _kind_choices(structure)
@@ -159,13 +160,11 @@ def _merge(structure: Structure, columns: Columns, n: int) -> Columns:
         return columns
     bounds = np.linspace(0, len(columns), n + 1).astype(int)
     members = [
-        tuple(i for m in columns.members[a:b] for i in m)
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        tuple(i for m in columns.members[a:b] for i in m) for a, b in itertools.pairwise(bounds)
     ]
     labels = [columns.labels[a] for a in bounds[:-1]]
     merged = _columns(structure, members, labels, columns.unit)
     tooltips = tuple(
-        f"{columns.labels[a]} … {columns.labels[b - 1]}"
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        f"{columns.labels[a]} … {columns.labels[b - 1]}" for a, b in itertools.pairwise(bounds)
     )
     return Columns(merged.labels, tooltips, merged.members, merged.norm, merged.unit)

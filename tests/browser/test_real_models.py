@@ -153,8 +153,7 @@ def test_gpt2_in_an_own_loop_is_readable(driver):
     driver.screenshot("gpt2-own-loop", panel)
     if driver.server.app == "lab":
         driver.page.evaluate(
-            "() => jupyterapp.commands.execute('apputils:change-theme',"
-            " {theme: 'JupyterLab Dark'})"
+            "() => jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
         )
         expect(driver.page.locator("body[data-jp-theme-light='false']")).to_be_attached()
         driver.page.wait_for_timeout(1000)
