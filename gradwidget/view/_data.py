@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -13,9 +14,11 @@ __all__ = [
     "heat_matrix",
     "log_domain",
     "log_ticks",
+    "ordinal_num_ticks",
     "positive",
     "spread_band",
-    "thin_labels",
+    "step_ticks",
+    "thin_every",
     "typical",
 ]
 
@@ -157,19 +160,38 @@ def log_ticks(low: float, high: float, max_ticks: int = 5) -> np.ndarray:
     return ticks
 
 
-def thin_labels(
-    labels: list[str], length_px: float, char_px: float = 7.0, gap_px: float = 12.0
-) -> list[str]:
-    """Evenly spaced ``labels`` (first one kept) that fit side by side in ``length_px``.
+def step_ticks(first: float, last: float, max_ticks: int = 5) -> np.ndarray:
+    """Round whole steps (1, 2 or 5 times a power of ten apart) inside ``[first, last]``.
+
+    A step axis left to itself labels fractional steps ("1.49433", "-11.3m") early in a run.
+    """
+    span = max(float(last) - float(first), 1.0)
+    raw = span / max(max_ticks - 1, 1)
+    power = 10.0 ** np.floor(np.log10(raw))
+    spacing = max(1.0, next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
+    start = np.ceil(first / spacing) * spacing
+    return np.arange(start, last + 1e-9, spacing)
+
+
+def thin_every(
+    labels: Sequence[str], length_px: float, char_px: float = 7.0, gap_px: float = 12.0
+) -> int:
+    """Keep every k-th of ``labels`` so that they fit side by side in ``length_px``: k.
 
     Each label needs its text width plus a gap; the longest label sets the spacing, so no
     two kept labels can touch whatever their lengths.
     """
     if not labels:
-        return []
+        return 1
     need = max(len(label) for label in labels) * char_px + gap_px
-    every = max(1, int(np.ceil(need * len(labels) / max(length_px, 1.0))))
-    return list(labels[::every])
+    return max(1, int(np.ceil(need * len(labels) / max(length_px, 1.0))))
+
+
+def ordinal_num_ticks(n: int, every: int) -> int | None:
+    """bqplot's ``num_ticks`` that makes an ordinal axis label every ``every``-th category
+    or sparser (it keeps categories ``0, s, 2s...`` with ``s = n // (num_ticks - 1)``);
+    None to label them all."""
+    return None if every <= 1 else max(2, n // every + 1)
 
 
 def _groups(n: int, max_points: int) -> np.ndarray:

@@ -21,7 +21,16 @@ from ipywidgets import Layout
 
 from ..history import History
 from ..structure import layer_groups
-from ._data import depth_colors, heat_matrix, log_domain, log_ticks, positive, spread_band, typical
+from ._data import (
+    depth_colors,
+    heat_matrix,
+    log_domain,
+    log_ticks,
+    positive,
+    spread_band,
+    step_ticks,
+    typical,
+)
 from ._depth import OVERVIEW, Columns, choices, depth_columns, select
 from ._ticks import depth_axis, fit_rows
 
@@ -33,6 +42,7 @@ _PROFILE = "#3a8fd8"  # mid blue: readable on a white page and on JupyterLab's d
 _NORMS = "#b07cd8"
 _SPREAD = "#8c8c8c"
 _MAX_LINES = 12
+_HEAT_TITLE = "log10 ‖g‖"
 _LOG_AXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # scale -> its log axes
 
 
@@ -66,12 +76,22 @@ def set_log_domain(scale: bq.LogScale, *arrays: np.ndarray) -> None:
         axis.tick_values = ticks
 
 
-def _step_axis(scale: bq.Scale) -> bq.Axis:
+def step_axis(scale: bq.Scale) -> bq.Axis:
+    """A step axis labelled in whole steps (see :func:`set_step_domain`)."""
     return bq.Axis(scale=scale, label="step", num_ticks=5, tick_format="~s")
 
 
+def set_step_domain(axis: bq.Axis, steps: np.ndarray) -> None:
+    """Fit ``axis``'s scale to ``steps`` and label it at a few round steps."""
+    first, last = float(steps[0]), float(max(steps[-1], steps[0] + 1))
+    with axis.scale.hold_sync():
+        axis.scale.min, axis.scale.max = first, last
+    axis.tick_values = step_ticks(first, last)
+
+
 def _log_axis(scale: bq.LogScale) -> bq.Axis:
-    return bq.Axis(scale=scale, side="left", tick_format=".0e", label="‖g‖", num_ticks=5)
+    # No axis label: the title names the quantity, and a label beside the ticks crowds them.
+    return bq.Axis(scale=scale, side="left", tick_format=".0e", num_ticks=5)
 
 
 class GradChart:
@@ -104,7 +124,7 @@ class GradChart:
         y_scale: bq.LogScale | None = None,
         max_points: int = 300,
         legend: bool = True,
-        title: str = "Gradient norm",
+        title: str = "Gradient norm ‖g‖",
         height: str = "240px",
     ) -> None:
         self.fits_scale = y_scale is None
@@ -124,9 +144,10 @@ class GradChart:
             x=empty, y=empty, scales=scales, stroke_width=1.5,
             tooltip=bq.Tooltip(fields=["name"]), display_legend=False,
         )  # fmt: skip
-        axes = [_step_axis(self.x_scale), _log_axis(self.y_scale)]
+        self.x_axis = step_axis(self.x_scale)
+        axes = [self.x_axis, _log_axis(self.y_scale)]
         self.figure = figure([self.band, self.lines], axes, "gw-grad-chart", title, height)
-        self.menu = w.Dropdown(layout=Layout(width="230px"))
+        self.menu = w.Dropdown(layout=Layout(width="190px"))
         self.menu.add_class("gw-grad-view")
         self.key = w.HTML(layout=Layout(flex="1 1 auto"))
         self.key.add_class("gw-grad-key")
@@ -176,8 +197,9 @@ class GradChart:
             with self.lines.hold_sync(), self.band.hold_sync():
                 self.lines.x, self.lines.y = x, y
                 self.band.x, self.band.y = x, band
-        if self.fits_scale:
+        if self.fits_scale:  # a chart on shared scales leaves them to their owner
             set_log_domain(self.y_scale, y, band)
+            set_step_domain(self.x_axis, s.steps)
 
 
 def _key_html(columns: Columns, colours: list[str], n_layers: int) -> str:
@@ -187,8 +209,8 @@ def _key_html(columns: Columns, colours: list[str], n_layers: int) -> str:
     ends = [(columns.labels[0], colours[0]), (columns.labels[-1], colours[-1])][: len(columns)]
     parts = [f'<span style="color:{c}">━</span> {name}' for name, c in ends]
     middle = " … " if len(columns) > 2 else " "
-    band = f'<span style="color:{_SPREAD}">▇</span> spread of all {n_layers} layers'
-    return f'<span style="font-size:12px">{middle.join(parts)} · {band}</span>'
+    band = f'<span style="color:{_SPREAD}">▇</span> all {n_layers} layers'
+    return f'<span style="font-size:12px">{middle.join(parts)} {band}</span>'
 
 
 class FlowChart:
@@ -224,7 +246,7 @@ class FlowChart:
         self.x_axis = bq.Axis(scale=self.x_scale)
         axes = [self.x_axis, _log_axis(self.y_scale)]
         marks = [self.range, self.profile, self.norms, self.flagged]
-        self.figure = figure(marks, axes, "gw-flow-chart", "Gradient flow (latest step)")
+        self.figure = figure(marks, axes, "gw-flow-chart", "Gradient flow ‖g‖ (latest step)")
         self.set_layers(layers)
 
     def set_layers(self, layers: Sequence[str]) -> None:
@@ -291,12 +313,11 @@ class HeatChart:
             null_color="#9e9e9e",
         )
         self.row_axis = bq.Axis(scale=self.row_scale, side="left")
-        axes = [
-            _step_axis(column_scale),
-            self.row_axis,
-            bq.ColorAxis(scale=self.color_scale, label="log10 ‖g‖", side="right", num_ticks=5),
-        ]
-        self.figure = figure([self.map], axes, "gw-heatmap", "log10 gradient norm")
+        self.step_axis = step_axis(column_scale)
+        # The colour range goes into the title: bqplot squeezes a colour bar beside the map
+        # into a few pixels, its labels on top of each other.
+        axes = [self.step_axis, self.row_axis]
+        self.figure = figure([self.map], axes, "gw-heatmap", _HEAT_TITLE)
         self.set_layers(layers)
 
     def set_layers(self, layers: Sequence[str]) -> None:
@@ -323,11 +344,14 @@ class HeatChart:
         columns, color = heat_matrix(s.steps, self.columns.norms(s.last), max_columns)
         finite = color[np.isfinite(color)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 0.0)
+        high = max(high, low + 1e-3)
         with self.map.hold_sync(), self.color_scale.hold_sync():
-            self.color_scale.min, self.color_scale.max = low, max(high, low + 1e-3)
+            self.color_scale.min, self.color_scale.max = low, high
             self.map.column = None  # the validator checks the column count against the color
             self.map.color = color
             self.map.column = columns
+        self.figure.title = f"{_HEAT_TITLE}: {low:.1f} (purple) to {high:.1f} (yellow)"
+        set_step_domain(self.step_axis, columns)
         self._last_draw = now
         return True
 

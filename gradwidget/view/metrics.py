@@ -12,7 +12,7 @@ from ..structure import layer_groups
 from ._data import decimate_minmax
 from ._depth import depth_columns
 from ._ticks import depth_axis
-from .charts import figure
+from .charts import figure, set_step_domain, step_axis
 
 __all__ = ["ActivityChart", "LossChart"]
 
@@ -29,10 +29,11 @@ class LossChart:
             "accuracy": self._line(x_scale, acc_scale, "train accuracy", "#ff7f0e"),
             "test_accuracy": self._line(x_scale, acc_scale, "test accuracy", "#9467bd"),
         }
+        self.x_axis = step_axis(x_scale)
         axes = [
-            bq.Axis(scale=x_scale, label="step", num_ticks=5, tick_format="~s"),
+            self.x_axis,
             bq.Axis(scale=self.loss_scale, side="left", label="loss", num_ticks=5),
-            bq.Axis(scale=acc_scale, side="right", label="accuracy", num_ticks=5),
+            bq.Axis(scale=acc_scale, side="right", label="accuracy", tick_values=[0, 0.5, 1]),
         ]
         self.figure = figure(list(self.lines.values()), axes, "gw-loss-chart", "Loss")
 
@@ -51,6 +52,8 @@ class LossChart:
             x, y = decimate_minmax(s.steps, s.lo, s.hi, self.max_points)
             with line.hold_sync():
                 line.x, line.y, line.display_legend = x, y[0], True
+            if name == "loss":
+                set_step_domain(self.x_axis, s.steps)
         loss = self.lines["loss"].y
         finite = loss[np.isfinite(loss)] if loss.size else loss
         if finite.size:
@@ -75,7 +78,10 @@ class ActivityChart:
             display_legend=True,
         )
         self.x_axis = bq.Axis(scale=self.x_scale)
-        axes = [self.x_axis, bq.Axis(scale=y_scale, side="left", tick_format=".0%", num_ticks=5)]
+        fractions = bq.Axis(
+            scale=y_scale, side="left", tick_format=".0%", tick_values=[0, 0.25, 0.5, 0.75, 1]
+        )
+        axes = [self.x_axis, fractions]
         self.figure = figure([self.bars], axes, "gw-act-chart", "Dead / saturated units")
         self.figure.legend_location = "top-right"
         self.set_layers(layers)

@@ -164,7 +164,7 @@ class GradPanel(w.VBox):
         run = Run(model, self.data, self.config, name=name)
         self.runs.append(RunRecord(name, names, model, run))
         self.compare.add_run(name)
-        if self.compare not in self.children:
+        if len(self.runs) >= 2 and self.compare not in self.children:  # something to compare
             self.children = (*self.children, self.compare)
         self._active = self._shown = run
         self._seen = None

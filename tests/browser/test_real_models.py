@@ -95,15 +95,23 @@ MEASURE = """(panel) => {
         return el ? el.getBoundingClientRect().bottom - top : null;
     };
     let overlaps = 0;
+    const pairs = [];
     for (const axis of panel.querySelectorAll("g.axis")) {
-        const boxes = [...axis.querySelectorAll("g.tick text")]
+        const texts = [...axis.querySelectorAll("g.tick text")]
             .filter((t) => t.textContent.trim() && getComputedStyle(t).opacity !== "0")
-            .map((t) => t.getBoundingClientRect()).filter((b) => b.width > 0);
+            .filter((t) => t.getBoundingClientRect().width > 0);
+        const boxes = texts.map((t) => t.getBoundingClientRect());
         for (let i = 0; i < boxes.length; i++) {
             for (let j = i + 1; j < boxes.length; j++) {
                 const a = boxes[i], b = boxes[j];
                 if (a.left < b.right - 0.5 && b.left < a.right - 0.5
-                    && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5) overlaps++;
+                    && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5) {
+                    overlaps++;
+                    const chart = axis.closest(".bqplot");
+                    pairs.push([chart && chart.className.baseVal !== undefined
+                        ? "" : (chart?.className || ""), texts[i].textContent,
+                        texts[j].textContent]);
+                }
             }
         }
     }
@@ -112,6 +120,7 @@ MEASURE = """(panel) => {
         .map((r) => r.getAttribute("style") + r.getAttribute("fill")));
     return {
         overlaps,
+        pairs: pairs.slice(0, 6),
         curves: grad ? grad.querySelectorAll("g.curve path.line").length : 0,
         heat_fills: fills.size,
         height: panel.getBoundingClientRect().height,
@@ -128,7 +137,7 @@ def measure(driver) -> dict:
     return numbers
 
 
-def check_readable(driver) -> dict:
+def check_readable(driver, name: str) -> dict:
     """Assert what a person needs; the charts are live, so wait for a full set of data."""
     panel = driver.page.locator(".gw-panel")
     chart = panel.locator(".gw-grad-chart").first
@@ -137,6 +146,7 @@ def check_readable(driver) -> dict:
     driver.wait_for_lines(panel.locator(".gw-flow-chart").first, timeout_s=15)
     expect(panel.locator(".gw-heatmap rect").nth(20)).to_be_attached(timeout=15_000)
     numbers = measure(driver)
+    driver.screenshot(name, panel)  # before the checks: a failure's picture helps most
     assert numbers["overlaps"] == 0, numbers
     assert 2 <= numbers["curves"] <= 16, numbers
     assert numbers["heat_fills"] >= 8, numbers  # a real colour range, not one flat colour
@@ -147,10 +157,9 @@ def check_readable(driver) -> dict:
 def test_gpt2_in_an_own_loop_is_readable(driver):
     driver.run_all(driver.write("gpt2.ipynb", GPT2_OWN_LOOP))
     driver.wait_for_marker()
-    numbers = check_readable(driver)
+    numbers = check_readable(driver, "gpt2-own-loop")
     assert numbers["height"] <= 1200, numbers
     panel = driver.page.locator(".gw-panel")
-    driver.screenshot("gpt2-own-loop", panel)
     if driver.server.app == "lab":
         driver.page.evaluate(
             "() => jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
@@ -164,7 +173,6 @@ def test_resnet_trained_by_the_panel_is_readable(driver):
     driver.run_all(driver.write("resnet.ipynb", RESNET_MANAGED))
     driver.wait_for_marker()
     try:
-        check_readable(driver)
-        driver.screenshot("resnet-managed", driver.page.locator(".gw-panel"))
+        check_readable(driver, "resnet-managed")
     finally:
         driver.page.locator(".gw-stop").click(timeout=5_000)
