@@ -18,9 +18,9 @@ from ._depth import Columns
 __all__ = ["MIN_CHART_PX", "depth_axis", "fit_rows"]
 
 MIN_CHART_PX = 440  # the dashboard's grid never makes a chart narrower than this
-_PLOT_WIDTH_PX = MIN_CHART_PX - 100  # less the figure's side margins
+_PLOT_WIDTH_PX = MIN_CHART_PX - 80  # less the figure's side margins
 _PLOT_HEIGHT_PX = 240 - 65  # figure height less its top and bottom margins
-_CHAR_PX = 7.0  # bqplot's 11 px tick font, a little wider than its widest average glyph
+_CHAR_PX = 6.5  # bqplot's tick font: short names measure 6 to 6.2 px a character
 _ROW_PX = 16.0  # a horizontal label's height plus a gap
 
 
@@ -28,7 +28,7 @@ def depth_axis(axis: bq.Axis, columns: Columns) -> None:
     """Label an ordinal x axis of ``columns``: unit in the title, thinned tick labels."""
     with axis.hold_sync():
         axis.label = f"{columns.unit} (input → output)"
-        every = thin_every(columns.labels, _PLOT_WIDTH_PX, _CHAR_PX)
+        every = thin_every(columns.labels, _PLOT_WIDTH_PX, _CHAR_PX, gap_px=8.0)
         axis.num_ticks = ordinal_num_ticks(len(columns), every)
 
 

@@ -9,6 +9,7 @@ along x; tick labels are thinned so that no two touch.
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 import weakref
@@ -34,7 +35,7 @@ from ._data import (
 from ._depth import OVERVIEW, Columns, choices, depth_columns, select
 from ._ticks import depth_axis, fit_rows
 
-__all__ = ["FlowChart", "GradChart", "HeatChart", "figure", "set_log_domain"]
+__all__ = ["FlowChart", "GradChart", "HeatChart", "figure", "key_html", "set_log_domain"]
 
 _HEALTHY = "#2ca02c"
 _FLAGGED = "#d62728"
@@ -202,15 +203,19 @@ class GradChart:
             set_step_domain(self.x_axis, s.steps)
 
 
+def key_html(items: Sequence[tuple[str, str]], glyph: str = "━", sep: str = " ") -> str:
+    """A one-line colour key of (name, colour) items, shown beside a figure, not on its data."""
+    parts = [f'<span style="color:{c}">{glyph}</span> {html.escape(n)}' for n, c in items]
+    return f'<span style="font-size:12px">{sep.join(parts)}</span>'
+
+
 def _key_html(columns: Columns, colours: list[str], n_layers: int) -> str:
-    """A colour key beside the menu: first and last line, and the band."""
+    """The gradient chart's key: its first and last line, and the band."""
     if not len(columns):
         return ""
     ends = [(columns.labels[0], colours[0]), (columns.labels[-1], colours[-1])][: len(columns)]
-    parts = [f'<span style="color:{c}">━</span> {name}' for name, c in ends]
-    middle = " … " if len(columns) > 2 else " "
-    band = f'<span style="color:{_SPREAD}">▇</span> all {n_layers} layers'
-    return f'<span style="font-size:12px">{middle.join(parts)} {band}</span>'
+    lines = key_html(ends, sep=" … " if len(columns) > 2 else " ")
+    return f"{lines} {key_html([(f'all {n_layers} layers', _SPREAD)], glyph='▇')}"
 
 
 class FlowChart:

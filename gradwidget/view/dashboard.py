@@ -45,7 +45,7 @@ class Dashboard(w.GridBox):
             grid_gap="4px 12px",
         )
         charts = [self.grad.widget, self.flow.figure, self.heat.figure]
-        super().__init__([*charts, self.loss.figure, self.activity.figure], layout=layout)
+        super().__init__([*charts, self.loss.widget, self.activity.widget], layout=layout)
         self.add_class("gw-dashboard")
 
     def set_layers(self, layers: Sequence[str]) -> None:

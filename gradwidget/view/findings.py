@@ -33,7 +33,7 @@ def _render_one(finding: Finding, labels: dict[str, str]) -> str:
         )
     if finding.evidence:
         numbers = ", ".join(f"{html.escape(k)} = {v:.3g}" for k, v in finding.evidence.items())
-        parts.append(f'<span style="color:#666">{numbers}</span>')
+        parts.append(f'<span style="opacity:0.75">{numbers}</span>')
     if finding.remedies:
         parts.append("Try: " + ", ".join(labels.get(r, r) for r in finding.remedies))
     return '<div style="margin-bottom:6px">' + "<br>".join(parts) + "</div>"

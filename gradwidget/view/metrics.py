@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import bqplot as bq
+import ipywidgets as w
 import numpy as np
 
 from ..history import History
@@ -12,7 +13,7 @@ from ..structure import layer_groups
 from ._data import decimate_minmax
 from ._depth import depth_columns
 from ._ticks import depth_axis
-from .charts import figure, set_step_domain, step_axis
+from .charts import figure, key_html, set_step_domain, step_axis
 
 __all__ = ["ActivityChart", "LossChart"]
 
@@ -36,6 +37,8 @@ class LossChart:
             bq.Axis(scale=acc_scale, side="right", label="accuracy", tick_values=[0, 0.5, 1]),
         ]
         self.figure = figure(list(self.lines.values()), axes, "gw-loss-chart", "Loss")
+        self.key = w.HTML()  # the names of the drawn series, above the figure (no legend on it)
+        self.widget = w.VBox([self.key, self.figure])
 
     @staticmethod
     def _line(x_scale: bq.Scale, y_scale: bq.Scale, label: str, color: str) -> bq.Lines:
@@ -51,9 +54,11 @@ class LossChart:
                 continue
             x, y = decimate_minmax(s.steps, s.lo, s.hi, self.max_points)
             with line.hold_sync():
-                line.x, line.y, line.display_legend = x, y[0], True
+                line.x, line.y = x, y[0]
             if name == "loss":
                 set_step_domain(self.x_axis, s.steps)
+        drawn = [(ln.labels[0], ln.colors[0]) for ln in self.lines.values() if len(ln.x)]
+        self.key.value = key_html(drawn, sep=" · ")
         loss = self.lines["loss"].y
         finite = loss[np.isfinite(loss)] if loss.size else loss
         if finite.size:
@@ -75,7 +80,6 @@ class ActivityChart:
             type="grouped",
             labels=["dead", "saturated"],
             colors=["#7f7f7f", "#ff7f0e"],
-            display_legend=True,
         )
         self.x_axis = bq.Axis(scale=self.x_scale)
         fractions = bq.Axis(
@@ -83,7 +87,8 @@ class ActivityChart:
         )
         axes = [self.x_axis, fractions]
         self.figure = figure([self.bars], axes, "gw-act-chart", "Dead / saturated units")
-        self.figure.legend_location = "top-right"
+        key = key_html([("dead", "#7f7f7f"), ("saturated", "#ff7f0e")], glyph="▇", sep=" · ")
+        self.widget = w.VBox([w.HTML(key), self.figure])  # the key above, not on the bars
         self.set_layers(layers)
 
     def set_layers(self, layers: Sequence[str]) -> None:
