@@ -17,7 +17,6 @@ __all__ = [
     "ordinal_num_ticks",
     "positive",
     "spread_band",
-    "step_ticks",
     "thin_every",
     "typical",
 ]
@@ -158,19 +157,6 @@ def log_ticks(low: float, high: float, max_ticks: int = 5) -> np.ndarray:
         candidates = (mantissas[None] * 10.0 ** np.arange(lo_exp - 1, hi_exp + 1)[:, None]).ravel()
         ticks = candidates[(candidates >= low * (1 - 1e-6)) & (candidates <= high * (1 + 1e-6))]
     return ticks
-
-
-def step_ticks(first: float, last: float, max_ticks: int = 5) -> np.ndarray:
-    """Round whole steps (1, 2 or 5 times a power of ten apart) inside ``[first, last]``.
-
-    A step axis left to itself labels fractional steps ("1.49433", "-11.3m") early in a run.
-    """
-    span = max(float(last) - float(first), 1.0)
-    raw = span / max(max_ticks - 1, 1)
-    power = 10.0 ** np.floor(np.log10(raw))
-    spacing = max(1.0, next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
-    start = np.ceil(first / spacing) * spacing
-    return np.arange(start, last + 1e-9, spacing)
 
 
 def thin_every(

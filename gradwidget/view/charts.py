@@ -29,7 +29,6 @@ from ._data import (
     log_ticks,
     positive,
     spread_band,
-    step_ticks,
     typical,
 )
 from ._depth import OVERVIEW, Columns, choices, depth_columns, select
@@ -70,24 +69,28 @@ def set_log_domain(scale: bq.LogScale, *arrays: np.ndarray) -> None:
     """Fix ``scale``'s domain to the values in ``arrays`` (auto domains can freeze a mark),
     and give its axes a few decade ticks (a log axis's own 1..9 ticks overlap)."""
     low, high = log_domain(*arrays)
+    # Whole decades: the domain and its ticks then change rarely, not at every refresh.
+    # (a float32 1e-6 reads 9.99e-7: the tolerance keeps it in its own decade)
+    low = 10.0 ** np.floor(np.log10(low) + 1e-6)
+    high = 10.0 ** np.ceil(np.log10(high) - 1e-6)
     with scale.hold_sync():
-        scale.min, scale.max = low, high
+        scale.min, scale.max = float(low), float(high)
     ticks = log_ticks(low, high)
     for axis in _LOG_AXES.get(scale, ()):
+        set_ticks(axis, ticks)
+
+
+def set_ticks(axis: bq.Axis, ticks: np.ndarray) -> None:
+    """Assign ``tick_values`` only when they change: an array trait syncs on every
+    assignment, and axis updates racing a view being created can break it in the browser."""
+    current = axis.tick_values
+    if current is None or not np.array_equal(np.asarray(current), ticks):
         axis.tick_values = ticks
 
 
 def step_axis(scale: bq.Scale) -> bq.Axis:
-    """A step axis labelled in whole steps (see :func:`set_step_domain`)."""
-    return bq.Axis(scale=scale, label="step", num_ticks=5, tick_format="~s")
-
-
-def set_step_domain(axis: bq.Axis, steps: np.ndarray) -> None:
-    """Fit ``axis``'s scale to ``steps`` and label it at a few round steps."""
-    first, last = float(steps[0]), float(max(steps[-1], steps[0] + 1))
-    with axis.scale.hold_sync():
-        axis.scale.min, axis.scale.max = first, last
-    axis.tick_values = step_ticks(first, last)
+    """A step axis: d3's round ticks, in SI units (``120k``) so that they stay short."""
+    return bq.Axis(scale=scale, label="step", tick_format="~s")
 
 
 def _log_axis(scale: bq.LogScale) -> bq.Axis:
@@ -200,7 +203,6 @@ class GradChart:
                 self.band.x, self.band.y = x, band
         if self.fits_scale:  # a chart on shared scales leaves them to their owner
             set_log_domain(self.y_scale, y, band)
-            set_step_domain(self.x_axis, s.steps)
 
 
 def key_html(items: Sequence[tuple[str, str]], glyph: str = "━", sep: str = " ") -> str:
@@ -224,8 +226,8 @@ class FlowChart:
 
     The band spans ``band[0]`` to ``band[1]`` times the output's norm (the diagnosis
     thresholds for vanishing and exploding); positions holding a layer the diagnosis names
-    are marked red. Normalisation layers standing alone get their own dashed line, so their
-    gains do not make a sawtooth of the weights' profile.
+    are marked red. Normalisation layers standing alone are drawn as separate purple squares,
+    so their gains do not make a sawtooth of the weights' profile.
     """
 
     def __init__(self, layers: Sequence[str], band: tuple[float, float]) -> None:
@@ -243,9 +245,11 @@ class FlowChart:
             x=no_x, y=no_y, scales=scales, marker="circle", marker_size=24, colors=[_PROFILE],
             labels=["weights"], tooltip=tooltip,
         )  # fmt: skip
-        self.norms = bq.Lines(
-            x=no_x, y=no_y, scales=scales, marker="square", marker_size=20, colors=[_NORMS],
-            line_style="dashed", labels=["norm layers"], tooltip=tooltip,
+        # Points, not a line: a norm layer's gain is not on the weights' depth trend, and a
+        # one-point Lines mark is drawn at y = NaN by bqplot.
+        self.norms = bq.Scatter(
+            x=no_x, y=no_y, scales=scales, marker="square", default_size=36, colors=[_NORMS],
+            tooltip=tooltip,
         )  # fmt: skip
         self.flagged = bq.Scatter(x=no_x, y=no_y, scales=scales, colors=[_FLAGGED])
         self.x_axis = bq.Axis(scale=self.x_scale)
@@ -356,7 +360,6 @@ class HeatChart:
             self.map.color = color
             self.map.column = columns
         self.figure.title = f"{_HEAT_TITLE}: {low:.1f} (purple) to {high:.1f} (yellow)"
-        set_step_domain(self.step_axis, columns)
         self._last_draw = now
         return True
 

@@ -13,7 +13,7 @@ from ..structure import layer_groups
 from ._data import decimate_minmax
 from ._depth import depth_columns
 from ._ticks import depth_axis
-from .charts import figure, key_html, set_step_domain, step_axis
+from .charts import figure, key_html, step_axis
 
 __all__ = ["ActivityChart", "LossChart"]
 
@@ -55,8 +55,6 @@ class LossChart:
             x, y = decimate_minmax(s.steps, s.lo, s.hi, self.max_points)
             with line.hold_sync():
                 line.x, line.y = x, y[0]
-            if name == "loss":
-                set_step_domain(self.x_axis, s.steps)
         drawn = [(ln.labels[0], ln.colors[0]) for ln in self.lines.values() if len(ln.x)]
         self.key.value = key_html(drawn, sep=" · ")
         loss = self.lines["loss"].y

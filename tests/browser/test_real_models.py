@@ -141,7 +141,13 @@ def check_readable(driver, name: str) -> dict:
     """Assert what a person needs; the charts are live, so wait for a full set of data."""
     panel = driver.page.locator(".gw-panel")
     chart = panel.locator(".gw-grad-chart").first
-    first = driver.wait_for_lines(chart)
+    try:
+        first = driver.wait_for_lines(chart)
+    except BaseException:
+        status = panel.locator(".gw-status").inner_text()
+        print(f"status: {status}; console: {driver.console.errors[:5]}")
+        driver.screenshot(f"{name}-failed", panel)
+        raise
     assert driver.wait_for_change(chart, first), "the gradient chart did not move"
     driver.wait_for_lines(panel.locator(".gw-flow-chart").first, timeout_s=15)
     expect(panel.locator(".gw-heatmap rect").nth(20)).to_be_attached(timeout=15_000)
