@@ -45,6 +45,10 @@ class LiveCharts(w.VBox):
         """A new run is on show: diagnose it at its first draw."""
         self._last_heavy = -float("inf")
 
+    def settle(self) -> None:
+        """Draw at the next call even if the charts showed only just now (a blocking wait)."""
+        self._settled = -float("inf")
+
     def draw(self, snapshot: History, final: bool) -> bool:
         """Redraw from ``snapshot``; True if the diagnosis ran too (due, or ``final``)."""
         if len(snapshot) < 2:  # every chart needs two steps: a half-drawn view breaks in bqplot
