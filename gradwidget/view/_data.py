@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -186,21 +185,20 @@ def _groups(n: int, max_points: int) -> np.ndarray:
 
 
 def typical(steps: np.ndarray, last: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """The typical value of each series over runs of buckets: the median of their ``last``.
+    """The typical value of each series over each run of buckets: the median of the run's
+    first, middle and last ``last`` value.
 
-    A line through bucket minima and maxima zigzags over decades once a run is long; the
-    median of the newest values is what the series does, and spikes go to a band instead.
+    A line through bucket minima and maxima zigzags over decades once a run is long; a
+    median follows what the series does while one spike cannot move it (the spikes go to a
+    band instead). Three values, not the whole run: a full median costs 15 ms at 500 layers.
+    NaN ("no gradient") is skipped; a run with no value stays NaN.
 
     Returns ``x`` ``(P,)`` (the last step of each run) and ``y`` ``(W, P)``, both float32.
     """
     starts = _groups(len(steps), max_points)
-    size = starts[1] - starts[0] if len(starts) > 1 else 1
-    ends = np.minimum(starts + size, len(steps)) - 1
-    pad = (-len(steps)) % size
-    rows = np.concatenate([last, np.full((pad, last.shape[1]), np.nan, last.dtype)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN run: no gradient there
-        med = np.nanmedian(rows.reshape(-1, size, last.shape[1]), axis=1)
+    ends = np.append(starts[1:], len(steps)) - 1
+    a, b, c = (last[i] for i in (starts, (starts + ends) // 2, ends))
+    med = np.fmax(np.fmin(a, b), np.fmin(np.fmax(a, b), c))
     return steps[ends].astype(np.float32), np.ascontiguousarray(med.T, dtype=np.float32)
 
 
