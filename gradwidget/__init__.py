@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import datasets, models, remedies
+from . import datasets, models, remedies, structure
 from .diagnosis import Finding, Severity, Thresholds, diagnose
 from .errors import DataError, GradWidgetError, RemedyNotApplicable, TrainingError
 from .history import History, Series
@@ -44,6 +44,7 @@ __all__ = [
     "layer_groups",
     "models",
     "remedies",
+    "structure",
     "train",
     "watch",
 ]

@@ -154,3 +154,28 @@ def test_group_norms_ignore_missing_gradients_and_keep_all_missing_as_nan() -> N
     s = gw.layer_groups(["a.0.x", "a.0.y", "a.1.x", "a.1.y", "out"])
     norms = s.group_norms(np.array([3.0, 4.0, np.nan, np.nan, np.nan]))
     assert norms[0] == 5.0 and np.isnan(norms[1]) and np.isnan(norms[2])
+
+
+def test_the_diagnosis_names_a_block_whose_every_layer_is_affected() -> None:
+    layers = ["wte", *(f"h.{b}.{p}" for b in range(3) for p in ("ln", "attn", "mlp")), "head"]
+    history = gw.History(layers, 64)
+    norms = np.ones(len(layers))
+    norms[:4] = 1e-9  # the embedding and every layer of block h.0 barely get a gradient
+    norms[5] = 1e-9  # and one layer of h.1, not all of it
+    for step in range(40):
+        history.append("grad_norm", step, norms)
+    (finding,) = [f for f in gw.diagnose(history) if f.kind == "vanishing"]
+    assert "block h.0 (all 3 layers, 1e-09 to 1e-09)" in finding.message
+    assert "h.1.attn (1e-09)" in finding.message and "h.0.ln (" not in finding.message
+    assert finding.layers == ("wte", "h.0.ln", "h.0.attn", "h.0.mlp", "h.1.attn")
+
+
+def test_structure_is_numpy_only_so_the_diagnosis_may_use_it() -> None:
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(gw.structure.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    allowed = {"__future__", "re", "collections", "collections.abc", "dataclasses"}
+    assert imported <= allowed | {"functools", "typing", "numpy", "history"}
