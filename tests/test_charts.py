@@ -20,6 +20,7 @@ from gradwidget.view._data import (
     ordinal_num_ticks,
     positive,
     spread_band,
+    step_ticks,
     thin_every,
     typical,
 )
@@ -386,3 +387,12 @@ def test_close_tree_closes_figures_marks_and_scales() -> None:
     for widget in (chart.figure, chart.lines, chart.x_scale, chart.y_scale):
         assert widget.comm is None
     assert isinstance(chart.y_scale, bq.LogScale)
+
+
+@pytest.mark.parametrize(("first", "last"), [(0, 3), (0, 119), (5, 123_456), (100, 101)])
+def test_step_ticks_are_few_round_whole_steps_inside_the_range(first, last) -> None:
+    ticks = step_ticks(first, last)
+    assert 1 <= len(ticks) <= 5 and np.all(ticks == np.round(ticks))
+    assert ticks[0] >= first and ticks[-1] <= last
+    spacing = np.unique(np.diff(ticks))
+    assert len(spacing) <= 1  # evenly spaced

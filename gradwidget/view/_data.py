@@ -16,6 +16,7 @@ __all__ = [
     "ordinal_num_ticks",
     "positive",
     "spread_band",
+    "step_ticks",
     "thin_every",
     "typical",
 ]
@@ -156,6 +157,16 @@ def log_ticks(low: float, high: float, max_ticks: int = 5) -> np.ndarray:
         candidates = (mantissas[None] * 10.0 ** np.arange(lo_exp - 1, hi_exp + 1)[:, None]).ravel()
         ticks = candidates[(candidates >= low * (1 - 1e-6)) & (candidates <= high * (1 + 1e-6))]
     return ticks
+
+
+def step_ticks(first: float, last: float, max_ticks: int = 5) -> np.ndarray:
+    """Whole steps 1, 2 or 5 times a power of ten apart inside ``[first, last]``, at most
+    ``max_ticks`` (d3 draws ten, which overlap in a narrow chart once steps reach 100)."""
+    span = max(float(last) - float(first), 1.0)
+    raw = span / max(max_ticks - 1, 1)
+    power = 10.0 ** np.floor(np.log10(raw))
+    spacing = max(1.0, next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
+    return np.arange(np.ceil(first / spacing) * spacing, last + 1e-9, spacing)
 
 
 def thin_every(

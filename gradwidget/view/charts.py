@@ -29,6 +29,7 @@ from ._data import (
     log_ticks,
     positive,
     spread_band,
+    step_ticks,
     typical,
 )
 from ._depth import OVERVIEW, Columns, choices, depth_columns, select
@@ -89,8 +90,14 @@ def set_ticks(axis: bq.Axis, ticks: np.ndarray) -> None:
 
 
 def step_axis(scale: bq.Scale) -> bq.Axis:
-    """A step axis: d3's round ticks, in SI units (``120k``) so that they stay short."""
+    """A step axis in SI units (``120k``) so that labels stay short; see :func:`step_labels`."""
     return bq.Axis(scale=scale, label="step", tick_format="~s")
+
+
+def step_labels(axis: bq.Axis, steps: np.ndarray) -> None:
+    """Label ``axis`` at five round steps or fewer within ``steps`` (its scale is left alone)."""
+    if len(steps):
+        set_ticks(axis, step_ticks(float(steps[0]), float(steps[-1])))
 
 
 def _log_axis(scale: bq.LogScale) -> bq.Axis:
@@ -201,6 +208,7 @@ class GradChart:
             with self.lines.hold_sync(), self.band.hold_sync():
                 self.lines.x, self.lines.y = x, y
                 self.band.x, self.band.y = x, band
+            step_labels(self.x_axis, s.steps)
         if self.fits_scale:  # a chart on shared scales leaves them to their owner
             set_log_domain(self.y_scale, y, band)
 
@@ -360,6 +368,7 @@ class HeatChart:
             self.map.color = color
             self.map.column = columns
         self.figure.title = f"{_HEAT_TITLE}: {low:.1f} (purple) to {high:.1f} (yellow)"
+        step_labels(self.step_axis, s.steps)
         self._last_draw = now
         return True
 

@@ -13,7 +13,7 @@ from ..structure import layer_groups
 from ._data import decimate_minmax
 from ._depth import depth_columns
 from ._ticks import depth_axis
-from .charts import figure, key_html, step_axis
+from .charts import figure, key_html, step_axis, step_labels
 
 __all__ = ["ActivityChart", "LossChart"]
 
@@ -55,6 +55,8 @@ class LossChart:
             x, y = decimate_minmax(s.steps, s.lo, s.hi, self.max_points)
             with line.hold_sync():
                 line.x, line.y = x, y[0]
+            if name == "loss":
+                step_labels(self.x_axis, s.steps)
         drawn = [(ln.labels[0], ln.colors[0]) for ln in self.lines.values() if len(ln.x)]
         self.key.value = key_html(drawn, sep=" · ")
         loss = self.lines["loss"].y
