@@ -116,13 +116,18 @@ MEASURE = """(panel) => {
         }
     }
     const grad = panel.querySelector(".gw-grad-chart");
-    const fills = new Set([...panel.querySelectorAll(".gw-heatmap rect")]
-        .map((r) => r.getAttribute("style") + r.getAttribute("fill")));
+    const cells = [...panel.querySelectorAll(".gw-heatmap rect")]
+        .map((r) => getComputedStyle(r).fill);
+    const fills = new Set(cells);
+    const counts = {};
+    for (const c of cells) counts[c] = (counts[c] || 0) + 1;
+    const top = cells.length ? Math.max(...Object.values(counts)) / cells.length : 1;
     return {
         overlaps,
         pairs: pairs.slice(0, 6),
         curves: grad ? grad.querySelectorAll("g.curve path.line").length : 0,
         heat_fills: fills.size,
+        heat_top_share: top,
         height: panel.getBoundingClientRect().height,
         diagnosis_bottom: below(".gw-diagnosis"),
         fixes_bottom: below(".gw-retrain"),
@@ -155,7 +160,8 @@ def check_readable(driver, name: str) -> dict:
     driver.screenshot(name, panel)  # before the checks: a failure's picture helps most
     assert numbers["overlaps"] == 0, numbers
     assert 2 <= numbers["curves"] <= 16, numbers
-    assert numbers["heat_fills"] >= 8, numbers  # a real colour range, not one flat colour
+    # a real colour range, not one flat colour: many fills, none covering most of the map
+    assert numbers["heat_fills"] >= 8 and numbers["heat_top_share"] < 0.5, numbers
     assert numbers["diagnosis_bottom"] <= 900 and numbers["fixes_bottom"] <= 900, numbers
     return numbers
 
@@ -166,13 +172,23 @@ def test_gpt2_in_an_own_loop_is_readable(driver):
     numbers = check_readable(driver, "gpt2-own-loop")
     assert numbers["height"] <= 1200, numbers
     panel = driver.page.locator(".gw-panel")
-    if driver.server.app == "lab":
-        driver.page.evaluate(
-            "() => jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
-        )
-        expect(driver.page.locator("body[data-jp-theme-light='false']")).to_be_attached()
-        driver.page.wait_for_timeout(1000)
-        driver.screenshot("gpt2-dark", panel)
+    if driver.server.app == "lab":  # the colours must read on the dark theme too
+        set_theme(driver, "JupyterLab Dark", light=False)
+        try:
+            driver.page.wait_for_timeout(1000)
+            driver.screenshot("gpt2-dark", panel)
+        finally:  # the server keeps its settings for the next test: let it save them
+            set_theme(driver, "JupyterLab Light", light=True)
+            driver.page.wait_for_timeout(1500)
+
+
+def set_theme(driver, theme: str, light: bool) -> None:
+    """Switch JupyterLab's theme and wait until the page shows it."""
+    driver.page.evaluate(
+        "(theme) => jupyterapp.commands.execute('apputils:change-theme', {theme})", theme
+    )
+    page_light = "true" if light else "false"
+    expect(driver.page.locator(f"body[data-jp-theme-light='{page_light}']")).to_be_attached()
 
 
 def test_resnet_trained_by_the_panel_is_readable(driver):
