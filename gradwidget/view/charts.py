@@ -335,6 +335,7 @@ class HeatChart:
         # into a few pixels, its labels on top of each other.
         axes = [self.step_axis, self.row_axis]
         self.figure = figure([self.map], axes, "gw-heatmap", _HEAT_TITLE)
+        self.figure.fig_margin = {**self.figure.fig_margin, "top": 40}  # title clear of row 1
         self.set_layers(layers)
 
     def set_layers(self, layers: Sequence[str]) -> None:

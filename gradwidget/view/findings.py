@@ -44,7 +44,7 @@ class DiagnosisBox(w.HTML):
 
     def __init__(self, labels: dict[str, str]) -> None:
         # Bounded, so a long list of findings never pushes the fix controls off the screen.
-        layout = w.Layout(max_height="180px", overflow="auto", width="100%")
+        layout = w.Layout(max_height="210px", overflow="auto", width="100%")
         super().__init__(value="<i>Waiting for gradients…</i>", layout=layout)
         self.labels = labels
         self.findings: tuple[Finding, ...] = ()
