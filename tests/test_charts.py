@@ -396,3 +396,27 @@ def test_step_ticks_are_few_round_whole_steps_inside_the_range(first, last) -> N
     assert ticks[0] >= first and ticks[-1] <= last
     spacing = np.unique(np.diff(ticks))
     assert len(spacing) <= 1  # evenly spaced
+
+
+@pytest.mark.parametrize("n_layers", [10, 500])
+def test_a_refresh_sends_at_most_10k_points_whatever_the_layer_count(n_layers: int) -> None:
+    from benchmarks.ui import CommTap, _scale_names
+    from gradwidget import Thresholds
+    from gradwidget.view.live import LiveCharts
+
+    history = History(_scale_names(n_layers), 1024)
+    rng = np.random.default_rng(6)
+    for step in range(3000):
+        history.append("grad_norm", step, rng.lognormal(-3, 1, n_layers))
+        history.append("loss", step, 1.0 / (1 + step))
+    with CommTap().installed() as tap:
+        live = LiveCharts(Thresholds())
+    live.draw(history.snapshot(), final=True)  # the first draw, with the heat map
+    history.append("grad_norm", 3000, rng.lognormal(-3, 1, n_layers))
+    live.settle()
+    begin = len(tap.messages)
+    live.draw(history.snapshot(), final=True)
+    points = sum(m.buffer_bytes for m in tap.messages[begin:]) / 4  # float32 values
+    assert 1000 < points <= 10_000
+    assert len(live.dashboard.grad.lines.y) <= 12
+    close_tree(live)

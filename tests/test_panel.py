@@ -357,3 +357,22 @@ def test_the_refresher_thread_creates_no_widget(panels, monkeypatch) -> None:
         assert panel.updates_sent >= drawn + 2
     assert len(panel.compare.grid.children) == 2
     assert made_off_thread == []
+
+
+# -- layout ------------------------------------------------------------------------------------
+
+
+def test_status_diagnosis_and_fixes_come_before_the_charts_and_compare_waits(panels, data):
+    import ipywidgets as w
+
+    panel = panels(mlp(), data, steps=STEPS, batch_size=32)
+    toolbar, live = panel.children  # no comparison area while there is nothing to compare
+    assert panel.status in toolbar.children
+    assert list(live.children) == [panel.live.diagnosis, panel.fixes, panel.live.charts]
+    panel.train()
+    assert panel.wait(timeout=30)
+    assert panel.compare not in panel.children  # one run: nothing to compare yet
+    assert isinstance(panel.live.dashboard, w.GridBox)
+    panel.retrain(["relu"])
+    assert panel.wait(timeout=30)
+    assert panel.children[-1] is panel.compare
