@@ -12,6 +12,7 @@ from . import datasets, models, remedies, structure
 from .diagnosis import Finding, Severity, Thresholds, diagnose
 from .errors import DataError, GradWidgetError, RemedyNotApplicable, TrainingError
 from .history import History, Series
+from .log_reader import open_log
 from .recorder import Recorder
 from .remedies import apply_remedies
 from .structure import Group, LayerInfo, Structure, grouped_history, layer_groups
@@ -43,6 +44,7 @@ __all__ = [
     "grouped_history",
     "layer_groups",
     "models",
+    "open_log",
     "remedies",
     "structure",
     "train",
