@@ -239,7 +239,6 @@ def _redraws(
         step = int(history.steps[-1]) + 1
         history.append("grad_norm", step, rng.lognormal(-3, 1, len(history.layers)))
         snapshot = history.snapshot()
-        live.settle()
         start = time.perf_counter()
         live.draw(snapshot, final=final)
         times.append(time.perf_counter() - start)

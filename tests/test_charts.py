@@ -413,7 +413,6 @@ def test_a_refresh_sends_at_most_10k_points_whatever_the_layer_count(n_layers: i
         live = LiveCharts(Thresholds())
     live.draw(history.snapshot(), final=True)  # the first draw, with the heat map
     history.append("grad_norm", 3000, rng.lognormal(-3, 1, n_layers))
-    live.settle()
     begin = len(tap.messages)
     live.draw(history.snapshot(), final=True)
     points = sum(m.buffer_bytes for m in tap.messages[begin:]) / 4  # float32 values

@@ -15,7 +15,6 @@ from .findings import DiagnosisBox
 __all__ = ["LiveCharts"]
 
 _HEAVY_EVERY_S = 1.0  # the diagnosis (and with it the heat map): at most this often
-_SETTLE_S = 1.0  # no chart update this long after the charts first show
 
 
 class LiveCharts(w.VBox):
@@ -35,7 +34,6 @@ class LiveCharts(w.VBox):
         self.dashboard = Dashboard((), self._band)  # here, on the kernel's thread: see Dashboard
         self.findings: tuple[Finding, ...] = ()
         self._last_heavy = -float("inf")
-        self._settled = -float("inf")
         self.charts = w.VBox([w.HTML("<i>The charts appear with the first training step.</i>")])
         self.diagnosis = DiagnosisBox(LABELS)
         top = [self.diagnosis] if beside is None else [self.diagnosis, beside]
@@ -45,17 +43,11 @@ class LiveCharts(w.VBox):
         """A new run is on show: diagnose it at its first draw."""
         self._last_heavy = -float("inf")
 
-    def settle(self) -> None:
-        """Draw at the next call even if the charts showed only just now (a blocking wait)."""
-        self._settled = -float("inf")
-
     def draw(self, snapshot: History, final: bool) -> bool:
         """Redraw from ``snapshot``; True if the diagnosis ran too (due, or ``final``)."""
         frozen = _ReadOnce(snapshot)
         if len(frozen) < 2:  # every chart needs two steps: a half-drawn view breaks in bqplot
             return False
-        if not final and time.monotonic() < self._settled:
-            return False  # the browser is still building the charts' views (see below)
         if self.dashboard.layers != snapshot.layers:
             self.dashboard.set_layers(snapshot.layers)
         heavy = final or time.monotonic() - self._last_heavy >= _HEAVY_EVERY_S
@@ -69,10 +61,6 @@ class LiveCharts(w.VBox):
             # Shown only once it holds data: a bqplot view created from a half-set state
             # (layers known, values not yet) fails in the browser.
             self.charts.children = (self.dashboard,)
-            # bqplot builds a figure's axis and mark views concurrently; an update that lands
-            # meanwhile can reach an axis not yet drawn (rescale_axis on an undefined element)
-            # and leave the figure without axes or lines. Let the views settle first.
-            self._settled = time.monotonic() + _SETTLE_S
         return heavy
 
     @property

@@ -215,7 +215,6 @@ class GradPanel(w.VBox):
             run.join(timeout)
         with self._lock:
             self._seen = None  # redraw even if no new point: the step count may have moved
-            self.live.settle()
             self._tick()
         return self._active is None
 

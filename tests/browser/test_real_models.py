@@ -121,13 +121,13 @@ MEASURE = """(panel) => {
     const fills = new Set(cells);
     const counts = {};
     for (const c of cells) counts[c] = (counts[c] || 0) + 1;
-    const top = cells.length ? Math.max(...Object.values(counts)) / cells.length : 1;
+    const topShare = cells.length ? Math.max(...Object.values(counts)) / cells.length : 1;
     return {
         overlaps,
         pairs: pairs.slice(0, 6),
         curves: grad ? grad.querySelectorAll("g.curve path.line").length : 0,
         heat_fills: fills.size,
-        heat_top_share: top,
+        heat_top_share: topShare,
         height: panel.getBoundingClientRect().height,
         diagnosis_bottom: below(".gw-diagnosis"),
         fixes_bottom: below(".gw-retrain"),
