@@ -9,10 +9,7 @@ along x; tick labels are thinned so that no two touch.
 
 from __future__ import annotations
 
-import html
 import threading
-import time
-import weakref
 from collections.abc import Sequence
 
 import bqplot as bq
@@ -22,18 +19,11 @@ from ipywidgets import Layout
 
 from ..history import History
 from ..structure import layer_groups
-from ._data import (
-    depth_colors,
-    heat_matrix,
-    log_domain,
-    log_ticks,
-    positive,
-    spread_band,
-    step_ticks,
-    typical,
-)
+from ._data import depth_colors, positive, spread_band, typical
 from ._depth import OVERVIEW, Columns, choices, depth_columns, select
-from ._ticks import depth_axis, fit_rows
+from ._figures import figure, key_html, log_axis, set_log_domain, step_axis, step_labels
+from ._ticks import depth_axis
+from .heatmap import HeatChart
 
 __all__ = ["FlowChart", "GradChart", "HeatChart", "figure", "key_html", "set_log_domain"]
 
@@ -43,66 +33,6 @@ _PROFILE = "#3a8fd8"  # mid blue: readable on a white page and on JupyterLab's d
 _NORMS = "#b07cd8"
 _SPREAD = "#8c8c8c"
 _MAX_LINES = 12
-_HEAT_TITLE = "log10 ‖g‖"
-_LOG_AXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # scale -> its log axes
-
-
-def figure(
-    marks: list, axes: list, css: str, title: str, height: str = "240px", left: int = 60
-) -> bq.Figure:
-    """A compact figure with a stable CSS class for tests and styling."""
-    for axis in axes:
-        if isinstance(axis.scale, bq.LogScale):
-            _LOG_AXES.setdefault(axis.scale, []).append(axis)
-    fig = bq.Figure(
-        marks=marks,
-        axes=axes,
-        title=title,
-        fig_margin={"top": 30, "bottom": 35, "left": left, "right": 20},
-        layout=Layout(height=height, width="100%", min_width="260px"),
-        animation_duration=0,
-    )
-    fig.add_class(css)
-    return fig
-
-
-def set_log_domain(scale: bq.LogScale, *arrays: np.ndarray) -> None:
-    """Fix ``scale``'s domain to the values in ``arrays`` (auto domains can freeze a mark),
-    and give its axes a few decade ticks (a log axis's own 1..9 ticks overlap)."""
-    low, high = log_domain(*arrays)
-    # Whole decades: the domain and its ticks then change rarely, not at every refresh.
-    # (a float32 1e-6 reads 9.99e-7: the tolerance keeps it in its own decade)
-    low = 10.0 ** np.floor(np.log10(low) + 1e-6)
-    high = 10.0 ** np.ceil(np.log10(high) - 1e-6)
-    with scale.hold_sync():
-        scale.min, scale.max = float(low), float(high)
-    ticks = log_ticks(low, high)
-    for axis in _LOG_AXES.get(scale, ()):
-        set_ticks(axis, ticks)
-
-
-def set_ticks(axis: bq.Axis, ticks: np.ndarray) -> None:
-    """Assign ``tick_values`` only when they change: an array trait syncs on every
-    assignment, and axis updates racing a view being created can break it in the browser."""
-    current = axis.tick_values
-    if current is None or not np.array_equal(np.asarray(current), ticks):
-        axis.tick_values = ticks
-
-
-def step_axis(scale: bq.Scale) -> bq.Axis:
-    """A step axis in SI units (``120k``) so that labels stay short; see :func:`step_labels`."""
-    return bq.Axis(scale=scale, label="step", tick_format="~s")
-
-
-def step_labels(axis: bq.Axis, steps: np.ndarray) -> None:
-    """Label ``axis`` at five round steps or fewer within ``steps`` (its scale is left alone)."""
-    if len(steps):
-        set_ticks(axis, step_ticks(float(steps[0]), float(steps[-1])))
-
-
-def _log_axis(scale: bq.LogScale) -> bq.Axis:
-    # No axis label: the title names the quantity, and a label beside the ticks crowds them.
-    return bq.Axis(scale=scale, side="left", tick_format=".0e", num_ticks=5)
 
 
 class GradChart:
@@ -156,7 +86,7 @@ class GradChart:
             tooltip=bq.Tooltip(fields=["name"]), display_legend=False,
         )  # fmt: skip
         self.x_axis = step_axis(self.x_scale)
-        axes = [self.x_axis, _log_axis(self.y_scale)]
+        axes = [self.x_axis, log_axis(self.y_scale)]
         self.figure = figure([self.band, self.lines], axes, "gw-grad-chart", title, height)
         self.menu = w.Dropdown(layout=Layout(width="190px"))
         self.menu.add_class("gw-grad-view")
@@ -213,12 +143,6 @@ class GradChart:
             set_log_domain(self.y_scale, y, band)
 
 
-def key_html(items: Sequence[tuple[str, str]], glyph: str = "━", sep: str = " ") -> str:
-    """A one-line colour key of (name, colour) items, shown beside a figure, not on its data."""
-    parts = [f'<span style="color:{c}">{glyph}</span> {html.escape(n)}' for n, c in items]
-    return f'<span style="font-size:12px">{sep.join(parts)}</span>'
-
-
 def _key_html(columns: Columns, colours: list[str], n_layers: int) -> str:
     """The gradient chart's key: its first and last line, and the band."""
     if not len(columns):
@@ -261,7 +185,7 @@ class FlowChart:
         )  # fmt: skip
         self.flagged = bq.Scatter(x=no_x, y=no_y, scales=scales, colors=[_FLAGGED])
         self.x_axis = bq.Axis(scale=self.x_scale)
-        axes = [self.x_axis, _log_axis(self.y_scale)]
+        axes = [self.x_axis, log_axis(self.y_scale)]
         marks = [self.range, self.profile, self.norms, self.flagged]
         self.figure = figure(marks, axes, "gw-flow-chart", "Gradient flow ‖g‖ (latest step)")
         self.set_layers(layers)
@@ -307,75 +231,3 @@ class FlowChart:
             self.range.y = band
             self.flagged.x, self.flagged.y = labels[hit], latest[hit]
         set_log_domain(self.y_scale, latest, band)
-
-
-class HeatChart:
-    """Depth x step heat map of log10 gradient norm, redrawn at most every ``min_interval`` s.
-
-    Rows are blocks (or layers), at most 48; the colour range spans the finite values only,
-    so missing gradients (drawn grey) never flatten it. Needs two rows and two steps.
-    """
-
-    def __init__(self, layers: Sequence[str], max_cells: int = 6000, min_interval: float = 1.0):
-        self.max_cells, self.min_interval = max_cells, min_interval
-        self._last_draw = -np.inf
-        self.row_scale = bq.OrdinalScale(reverse=True)  # input at the top
-        column_scale, self.color_scale = bq.LinearScale(), bq.ColorScale(scheme="viridis")
-        self.map = bq.GridHeatMap(
-            color=np.zeros((2, 0), np.float32),
-            row=np.array([" ", "  "]),
-            column=np.zeros(0, np.float32),
-            scales={"row": self.row_scale, "column": column_scale, "color": self.color_scale},
-            stroke=None,
-            null_color="#9e9e9e",
-        )
-        self.row_axis = bq.Axis(scale=self.row_scale, side="left")
-        self.step_axis = step_axis(column_scale)
-        # The colour range goes into the title: bqplot squeezes a colour bar beside the map
-        # into a few pixels, its labels on top of each other.
-        axes = [self.step_axis, self.row_axis]
-        self.figure = figure([self.map], axes, "gw-heatmap", _HEAT_TITLE)
-        self.figure.fig_margin = {**self.figure.fig_margin, "top": 40}  # title clear of row 1
-        self.set_layers(layers)
-
-    def set_layers(self, layers: Sequence[str]) -> None:
-        """Show another run's layers as rows, with no column drawn yet."""
-        self.layers = tuple(layers)
-        self.columns = depth_columns(layer_groups(self.layers))
-        with self.map.hold_sync():
-            self.map.row, self.map.column = None, None  # validators compare them to color
-            rows = _heat_rows(self.columns.labels)
-            self.map.color = np.zeros((len(rows), 0), np.float32)
-            self.map.row = rows
-        self.figure.fig_margin = {**self.figure.fig_margin, "left": fit_rows(self.row_axis, rows)}
-        self._last_draw = -np.inf
-
-    def update(self, history: History, force: bool = False) -> bool:
-        """Redraw unless the last redraw is too recent (``force`` skips the wait); True if drawn."""
-        now = time.monotonic()
-        s = history.series("grad_norm")
-        # bqplot squeezes a single row or column out of the matrix and then rejects it.
-        drawable = len(s) >= 2 and len(self.columns) >= 2
-        if not drawable or (not force and now - self._last_draw < self.min_interval):
-            return False
-        max_columns = max(2, min(200, self.max_cells // len(self.columns)))
-        columns, color = heat_matrix(s.steps, self.columns.norms(s.last), max_columns)
-        finite = color[np.isfinite(color)]
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 0.0)
-        high = max(high, low + 1e-3)
-        with self.map.hold_sync(), self.color_scale.hold_sync():
-            self.color_scale.min, self.color_scale.max = low, high
-            self.map.column = None  # the validator checks the column count against the color
-            self.map.color = color
-            self.map.column = columns
-        self.figure.title = f"{_HEAT_TITLE}: {low:.1f} (purple) to {high:.1f} (yellow)"
-        step_labels(self.step_axis, s.steps)
-        self._last_draw = now
-        return True
-
-
-def _heat_rows(labels: Sequence[str]) -> np.ndarray:
-    """Row labels of the heat map; two blank rows before any layer is known, because
-    bqplot's GridHeatMap model fails to initialise on a colour matrix with no row, and
-    squeezes a single row away."""
-    return np.array(labels if len(labels) >= 2 else [" ", "  "], dtype=str)

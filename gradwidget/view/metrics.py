@@ -12,8 +12,8 @@ from ..history import History
 from ..structure import layer_groups
 from ._data import decimate_minmax
 from ._depth import depth_columns
+from ._figures import figure, key_html, step_axis, step_labels
 from ._ticks import depth_axis
-from .charts import figure, key_html, step_axis, step_labels
 
 __all__ = ["ActivityChart", "LossChart"]
 
