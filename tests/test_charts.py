@@ -419,3 +419,16 @@ def test_a_refresh_sends_at_most_10k_points_whatever_the_layer_count(n_layers: i
     assert 1000 < points <= 10_000
     assert len(live.dashboard.grad.lines.y) <= 12
     close_tree(live)
+
+
+def test_with_the_model_the_flow_chart_tells_norm_layers_apart_and_names_them_in_full() -> None:
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    layers = ("0", "1", "2")
+    chart = FlowChart(layers, band=(1e-3, 70.0))
+    assert list(chart.norms.x) == []  # names alone: "1" could be anything
+    chart.set_layers(layers, model)
+    assert list(chart.norms.x) == ["1"] and list(chart.points.x) == ["0", "2"]
+    assert list(chart.points.names) == ["0 · Linear · 40 parameters", "2 · Linear · 18 parameters"]
+    assert list(chart.norms.names) == ["1 · BatchNorm1d · 16 parameters"]

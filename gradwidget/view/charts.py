@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import bqplot as bq
 import ipywidgets as w
@@ -97,11 +98,11 @@ class GradChart:
         self.set_layers(layers)
         self.menu.observe(self._on_menu, names="value")
 
-    def set_layers(self, layers: Sequence[str]) -> None:
-        """Show another run's layers: back to the overview, lines cleared."""
+    def set_layers(self, layers: Sequence[str], model: Any = None) -> None:
+        """Show another run's layers (``model`` adds module types): overview, lines cleared."""
         with self._lock:
             self.layers = tuple(layers)
-            self.structure = layer_groups(self.layers)
+            self.structure = layer_groups(self.layers, model)
             options = choices(self.structure)
             self.menu.options = options
             self.menu.value = OVERVIEW
@@ -172,36 +173,43 @@ class FlowChart:
             fill_colors=[_HEALTHY], fill_opacities=[0.15], colors=[_HEALTHY, _HEALTHY],
             stroke_width=0.5, labels=["healthy range"],
         )  # fmt: skip
-        tooltip = bq.Tooltip(fields=["x", "y"], formats=["", ".2e"])
-        self.profile = bq.Lines(
-            x=no_x, y=no_y, scales=scales, marker="circle", marker_size=24, colors=[_PROFILE],
-            labels=["weights"], tooltip=tooltip,
+        # Hovering a point names the block or layer in full (type and size with a model).
+        tooltip = bq.Tooltip(fields=["name", "y"], formats=["", ".2e"], labels=["", "‖g‖"])
+        self.profile = bq.Lines(x=no_x, y=no_y, scales=scales, colors=[_PROFILE])
+        self.points = bq.Scatter(
+            x=no_x, y=no_y, scales=scales, colors=[_PROFILE], default_size=24,
+            display_names=False, tooltip=tooltip,
         )  # fmt: skip
         # Points, not a line: a norm layer's gain is not on the weights' depth trend, and a
         # one-point Lines mark is drawn at y = NaN by bqplot.
         self.norms = bq.Scatter(
             x=no_x, y=no_y, scales=scales, marker="square", default_size=36, colors=[_NORMS],
-            tooltip=tooltip,
+            display_names=False, tooltip=tooltip,
         )  # fmt: skip
         self.flagged = bq.Scatter(x=no_x, y=no_y, scales=scales, colors=[_FLAGGED])
         self.x_axis = bq.Axis(scale=self.x_scale)
         axes = [self.x_axis, log_axis(self.y_scale)]
-        marks = [self.range, self.profile, self.norms, self.flagged]
+        marks = [self.range, self.profile, self.points, self.norms, self.flagged]
         self.figure = figure(marks, axes, "gw-flow-chart", "Gradient flow ‖g‖ (latest step)")
         self.set_layers(layers)
 
-    def set_layers(self, layers: Sequence[str]) -> None:
-        """Show another run's layers along the x axis, with nothing drawn yet."""
+    def set_layers(self, layers: Sequence[str], model: Any = None) -> None:
+        """Show another run's layers along the x axis (``model`` adds module types and
+        parameter counts to the tooltips), with nothing drawn yet."""
         self.layers = tuple(layers)
-        self.columns = depth_columns(layer_groups(self.layers))
+        self.columns = depth_columns(layer_groups(self.layers, model))
         labels = np.array(self.columns.labels, dtype=str)
         weights, norms = self._split(labels)
+        tips_weights, tips_norms = self._split(np.array(self.columns.tooltips, dtype=str))
         with self.profile.hold_sync(), self.range.hold_sync(), self.flagged.hold_sync():
             self.x_scale.domain = list(labels)
             # y must match x in length at every moment the browser may see
             self.range.x, self.range.y = labels, np.ones((2, len(labels)), np.float32)
             self.profile.x, self.profile.y = weights, np.ones(len(weights), np.float32)
+            self.points.x, self.points.y = weights, np.ones(len(weights), np.float32)
+            self.points.names = tips_weights
             self.norms.x, self.norms.y = norms, np.ones(len(norms), np.float32)
+            self.norms.names = tips_norms
             self.flagged.x, self.flagged.y = labels[:0], np.zeros(0, np.float32)
         depth_axis(self.x_axis, self.columns)
 
@@ -227,7 +235,7 @@ class FlowChart:
         labels = np.array(self.columns.labels, dtype=str)
         weights, norms = self._split(latest)
         with self.profile.hold_sync(), self.range.hold_sync(), self.flagged.hold_sync():
-            self.profile.y, self.norms.y = weights, norms
+            self.profile.y, self.points.y, self.norms.y = weights, weights, norms
             self.range.y = band
             self.flagged.x, self.flagged.y = labels[hit], latest[hit]
         set_log_domain(self.y_scale, latest, band)

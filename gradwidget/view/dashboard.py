@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import ipywidgets as w
 
@@ -48,11 +49,11 @@ class Dashboard(w.GridBox):
         super().__init__([*charts, self.loss.widget, self.activity.widget], layout=layout)
         self.add_class("gw-dashboard")
 
-    def set_layers(self, layers: Sequence[str]) -> None:
+    def set_layers(self, layers: Sequence[str], model: Any = None) -> None:
         """Show another run's layers in every chart, with nothing drawn yet."""
         self.layers, self.flagged = tuple(layers), ()
         for chart in (self.grad, self.flow, self.heat, self.activity):
-            chart.set_layers(layers)
+            chart.set_layers(layers, model)
 
     def update(self, history: History, force: bool = False) -> None:
         """Redraw from ``history``; the heat map only if due or ``force``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import bqplot as bq
 import numpy as np
@@ -49,10 +50,10 @@ class HeatChart:
         self.figure.fig_margin = {**self.figure.fig_margin, "top": 40}  # title clear of row 1
         self.set_layers(layers)
 
-    def set_layers(self, layers: Sequence[str]) -> None:
+    def set_layers(self, layers: Sequence[str], model: Any = None) -> None:
         """Show another run's layers as rows, with no column drawn yet."""
         self.layers = tuple(layers)
-        self.columns = depth_columns(layer_groups(self.layers))
+        self.columns = depth_columns(layer_groups(self.layers, model))
         with self.map.hold_sync():
             self.map.row, self.map.column = None, None  # validators compare them to color
             rows = _heat_rows(self.columns.labels)

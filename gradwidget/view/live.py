@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import ipywidgets as w
 
@@ -43,13 +44,17 @@ class LiveCharts(w.VBox):
         """A new run is on show: diagnose it at its first draw."""
         self._last_heavy = -float("inf")
 
-    def draw(self, snapshot: History, final: bool) -> bool:
-        """Redraw from ``snapshot``; True if the diagnosis ran too (due, or ``final``)."""
+    def draw(self, snapshot: History, final: bool, model: Any = None) -> bool:
+        """Redraw from ``snapshot``; True if the diagnosis ran too (due, or ``final``).
+
+        ``model``, when known, gives the charts each layer's module type and parameter count
+        (tooltips, norm layers told apart); the layer names alone suffice otherwise.
+        """
         frozen = _ReadOnce(snapshot)
         if len(frozen) < 2:  # every chart needs two steps: a half-drawn view breaks in bqplot
             return False
         if self.dashboard.layers != snapshot.layers:
-            self.dashboard.set_layers(snapshot.layers)
+            self.dashboard.set_layers(snapshot.layers, model)
         heavy = final or time.monotonic() - self._last_heavy >= _HEAVY_EVERY_S
         if heavy:
             self._last_heavy = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import bqplot as bq
 import ipywidgets as w
@@ -91,9 +92,9 @@ class ActivityChart:
         self.widget = w.VBox([w.HTML(key), self.figure])  # the key above, not on the bars
         self.set_layers(layers)
 
-    def set_layers(self, layers: Sequence[str]) -> None:
+    def set_layers(self, layers: Sequence[str], model: Any = None) -> None:
         """Show another run's layers along the x axis, all bars at zero."""
-        self.columns = depth_columns(layer_groups(tuple(layers)))
+        self.columns = depth_columns(layer_groups(tuple(layers), model))
         labels = list(self.columns.labels)
         with self.bars.hold_sync():
             self.x_scale.domain = labels

@@ -334,7 +334,8 @@ class GradPanel(w.VBox):
 
     def _draw(self, final: bool) -> None:
         snapshot = self.recorder.history if self.recorder is not None else self._shown.history
-        if self.live.draw(snapshot, final):
+        model = self.model if self.recorder is not None else self._shown.model
+        if self.live.draw(snapshot, final, model):
             self.fixes.suggest(r for f in self.live.findings for r in f.remedies)
             if self.runs:
                 self._update_compare()
