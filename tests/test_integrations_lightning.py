@@ -78,6 +78,15 @@ def fit(module, loader, steps, *callbacks, trainer_module=L, **options):
     return trainer
 
 
+def watched(depth: int) -> tuple[Classifier, GradWidgetCallback, Oracle]:
+    """A sigmoid MLP module, gradwidget's callback, and torch's reading after it."""
+    return (
+        Classifier(gw.models.deep_mlp(depth=depth)),
+        GradWidgetCallback(display=False, budget=None),
+        Oracle(),
+    )
+
+
 def assert_matches_torch(history: gw.History, oracle: Oracle) -> None:
     assert history.layers == oracle.names  # forward order, as torch ran the modules
     np.testing.assert_allclose(history.grad_norm, np.stack(oracle.rows), rtol=1e-5)
@@ -99,9 +108,7 @@ def test_ten_layer_sigmoid_mlp_is_diagnosed_vanishing_and_the_fixed_one_not(
 
 
 def test_accumulated_steps_count_once_with_the_mean_loss(loader) -> None:
-    module, callback, oracle = Classifier(gw.models.deep_mlp(depth=4)), GradWidgetCallback(
-        display=False, budget=None
-    ), Oracle()
+    module, callback, oracle = watched(depth=4)
     fit(module, loader, 5, callback, oracle, accumulate_grad_batches=3)
     history = callback.history
     assert_matches_torch(history, oracle)
@@ -118,9 +125,7 @@ def test_mixed_precision_records_unscaled_norms_and_loss(loader, precision) -> N
 
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
         options = {"plugins": [MixedPrecision("16-mixed", "cpu", scaler=scaler)]}
-    module, callback, oracle = Classifier(gw.models.deep_mlp(depth=4)), GradWidgetCallback(
-        display=False, budget=None
-    ), Oracle()
+    module, callback, oracle = watched(depth=4)
     fit(module, loader, 6, callback, oracle, accumulate_grad_batches=2, **options)
     history = callback.history
     assert_matches_torch(history, oracle)
@@ -148,9 +153,7 @@ def test_display_shows_a_panel_whose_fixes_work_and_leaves_no_hook(loader) -> No
 
 def test_a_compiled_module_is_recorded(loader) -> None:
     torch._dynamo.reset()
-    module, callback, oracle = Classifier(gw.models.deep_mlp(depth=3)), GradWidgetCallback(
-        display=False, budget=None
-    ), Oracle()
+    module, callback, oracle = watched(depth=3)
     # The eager backend runs dynamo's tracing (what hooks meet) without codegen's minutes.
     fit(torch.compile(module, backend="eager"), loader, 12, callback, oracle)
     assert_matches_torch(callback.history, oracle)
