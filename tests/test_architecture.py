@@ -87,12 +87,3 @@ def test_importing_the_package_loads_no_ui() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-def test_the_callbacks_load_no_ui_for_scripts() -> None:
-    code = (
-        "import sys, gradwidget.integrations.lightning, gradwidget.integrations.transformers; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'ipywidgets', 'bqplot'}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
