@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from types import SimpleNamespace
 
 import lightning.pytorch as L
 import numpy as np
@@ -181,3 +182,17 @@ def test_without_lightning_the_import_names_the_extra(monkeypatch) -> None:
     monkeypatch.delitem(sys.modules, "gradwidget.integrations.lightning")
     with pytest.raises(gw.GradWidgetError, match=r"pip install 'gradwidget\[lightning\]'"):
         importlib.import_module("gradwidget.integrations.lightning")
+
+
+def test_other_ranks_record_without_a_panel() -> None:
+    module = Classifier(gw.models.deep_mlp(depth=3))
+    trainer = SimpleNamespace(is_global_zero=False, precision_plugin=SimpleNamespace())
+    callback = GradWidgetCallback()  # display=True, but this is not global rank 0
+    callback.on_fit_start(trainer, module)
+    loss = module.training_step((torch.randn(8, 64), torch.randint(0, 10, (8,))), 0)
+    callback.on_before_backward(trainer, module, loss)
+    loss.backward()
+    callback.on_before_optimizer_step(trainer, module, None)
+    callback.on_fit_end(trainer, module)
+    assert callback.panel is None
+    assert callback.history.series("train_loss").last[0, 0] == pytest.approx(loss.item())

@@ -165,3 +165,17 @@ def test_display_shows_a_panel_whose_fixes_work_and_leaves_no_hook():
         assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     finally:
         panel.close()
+
+
+def test_other_processes_record_without_a_panel():
+    model = tiny_bert()
+    state = SimpleNamespace(is_world_process_zero=False)
+    callback = GradWidgetCallback()  # display=True, but this is not process zero
+    callback.on_train_begin(None, state, None, model=model)
+    ids, labels = torch.randint(0, VOCAB, (4, LENGTH)), torch.randint(0, 3, (4,))
+    loss = model(input_ids=ids, labels=labels).loss
+    loss.backward()
+    callback.on_pre_optimizer_step(None, state, None, optimizer=None)
+    callback.on_train_end(None, state, None)
+    assert callback.panel is None
+    assert callback.history.series("train_loss").last[0, 0] == pytest.approx(loss.item())
