@@ -1,4 +1,4 @@
-"""The comparison rows of a panel's runs, as a DataFrame or written to files with histories."""
+"""A panel's runs as data: their histories, comparison rows as a DataFrame, or files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ from typing import Any
 from ..history import History
 from ..summary import COLUMNS, RunSummary, default_threshold, summarize
 
-__all__ = ["frame", "summaries", "write"]
+__all__ = ["OWN_LOOP_NAME", "frame", "histories", "summaries", "write"]
+
+OWN_LOOP_NAME = "your training loop"
+
+
+def histories(records: Sequence[Any], recorder: Any = None) -> dict[str, History]:
+    """A snapshot of each run's history by run name; the recorder's alone for an own loop."""
+    if recorder is not None:
+        return {OWN_LOOP_NAME: recorder.history}
+    return {r.name: r.history for r in records}
 
 
 def summaries(records: Sequence[Any], loss_threshold: float | None) -> list[RunSummary]:

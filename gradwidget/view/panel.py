@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
@@ -22,13 +23,14 @@ from ..history import History
 from ..recorder import Recorder
 from ..remedies import LABELS, REMEDY_NAMES, apply_remedies
 from ..training import Run, TrainConfig
-from . import _export
+from . import _export, report
 from ._refresher import Refresher
 from ._widgets import close_tree
 from .compare import CompareView
 from .fixes import FixBar
 from .live import LiveCharts
 from .runs import RunRecord, unique_name
+from .snapshot import Snapshot, take
 from .status import StatusBar
 
 __all__ = ["GradPanel", "RunRecord", "watch"]
@@ -103,7 +105,8 @@ class GradPanel(w.VBox):
         self.fixes = FixBar(self._initial, self._on_fixes_changed, self.retrain)
         # Joins the panel with the first run: bqplot lays out a hidden figure at zero size.
         self.compare = CompareView(self.remove_run)
-        toolbar = w.HBox([self.train_button, self.stop_button, self.status])
+        self.export_button = report.export_button(self)
+        toolbar = w.HBox([self.train_button, self.stop_button, self.export_button, self.status])
         super().__init__([toolbar, self.live, self.fixes, self.compare])
         self.add_class("gw-panel")
         if self.recorder is not None:
@@ -245,6 +248,24 @@ class GradPanel(w.VBox):
         """
         histories = {r.name: r.history for r in self.runs}
         return _export.write(path, histories, self._summaries(None))
+
+    def export_html(self, path: str | Path) -> Path:
+        """Write the panel as one HTML file that opens offline (see the README); its path.
+
+        Charts with their data, each run's diagnosis, the comparison and the run settings;
+        ``path`` may be a folder, which gets a new ``gradwidget-report-<time>.html``.
+        """
+        with self._lock:  # one consistent picture: no redraw halfway through
+            return report.export_html(self, path)
+
+    def snapshot(self, dpi: int = 100) -> Snapshot:
+        """A PNG picture of the runs (needs ``gradwidget[snapshot]``); leave it in a cell.
+
+        Drawn with matplotlib from the recorded data, so it stays in a saved notebook and
+        shows where no kernel runs (GitHub, nbviewer).
+        """
+        with self._lock:
+            return take(self, dpi)
 
     def _summaries(self, loss_threshold: float | None) -> list:
         return _export.summaries(self.runs, loss_threshold)

@@ -1,0 +1,179 @@
+"""A still picture of a panel's runs, drawn with matplotlib from their recorded data.
+
+A widget needs a live kernel (or the report's JavaScript); a PNG output does not, so a
+snapshot left in a cell still shows the finding where a saved notebook is rendered without
+one (GitHub, nbviewer). Drawn from the histories and the diagnosis, not from the widgets, so
+it does not depend on how the panel lays out its charts. matplotlib is an optional extra
+(``gradwidget[snapshot]``), imported only here, without pyplot: the user's backend and open
+figures are left alone.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..diagnosis import Finding, Thresholds, diagnose
+from ..errors import GradWidgetError
+from ..history import History
+from . import _export
+from ._data import decimate_minmax, depth_colors, positive
+
+__all__ = ["Snapshot", "draw", "take"]
+
+_MAX_RUN_CHARTS = 4  # the newest runs get a gradient chart each; all are in the other charts
+_POINTS = 600  # per line: plenty for a 12-inch figure, and spikes survive (min/max)
+_TEXT_WIDTH = 160  # characters per line of the diagnosis text
+_LINES_PER_FINDING = 3  # the cause in short; the report and the panel give the whole message
+_TEXT_LINES = 14  # what fits under the charts at 8.5 pt
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A PNG picture; a notebook cell shows it and a saved notebook keeps it.
+
+    Attributes
+    ----------
+    png : bytes
+        The PNG file's bytes.
+    width, height : int
+        Size in pixels.
+    """
+
+    png: bytes = field(repr=False)
+    width: int
+    height: int
+
+    def _repr_png_(self) -> bytes:
+        return self.png
+
+    def save(self, path: str | Path) -> Path:
+        """Write the PNG to ``path``; the path."""
+        path = Path(path)
+        path.write_bytes(self.png)
+        return path
+
+
+def take(panel: Any, dpi: int = 100) -> Snapshot:
+    """Draw ``panel``'s runs (or its own loop) as a PNG of 12 x 9 inches at ``dpi``."""
+    if not dpi > 0:
+        raise GradWidgetError(f"dpi must be a positive number of dots per inch, got {dpi!r}.")
+    histories = {k: h for k, h in _export.histories(panel.runs, panel.recorder).items() if len(h)}
+    if not histories:
+        raise GradWidgetError(
+            "Nothing to draw yet: train the model (or capture a step of your loop) first, "
+            "then take the snapshot."
+        )
+    findings = {name: diagnose(h, panel.thresholds) for name, h in histories.items()}
+    figure = draw(histories, findings, panel.thresholds)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    width, height = (round(v) for v in figure.get_size_inches() * dpi)
+    return Snapshot(buffer.getvalue(), width, height)
+
+
+def draw(
+    histories: Mapping[str, History],
+    findings: Mapping[str, Sequence[Finding]],
+    thresholds: Thresholds,
+) -> Any:
+    """A matplotlib ``Figure``: gradient norms per run, loss, gradient flow and the diagnosis.
+
+    Parameters
+    ----------
+    histories : mapping of str to History
+        Each run's recorded data by run name, oldest run first (none empty).
+    findings : mapping of str to sequence of Finding
+        Each run's diagnosis.
+    thresholds : Thresholds
+        Its ``window`` sets how many recent samples the gradient flow chart takes the median of.
+    """
+    figure_class = _matplotlib_figure()
+    fig = figure_class(figsize=(12, 9), layout="constrained")
+    rows = fig.add_gridspec(3, 1, height_ratios=[3, 3, 2])
+    shown = list(histories)[-_MAX_RUN_CHARTS:]
+    top = rows[0].subgridspec(1, len(shown))
+    first = None
+    for i, name in enumerate(shown):
+        ax = fig.add_subplot(top[0, i], sharey=first)
+        first = first or ax
+        _gradients(ax, name, histories[name])
+    middle = rows[1].subgridspec(1, 2)
+    _losses(fig.add_subplot(middle[0, 0]), histories)
+    _flow(fig.add_subplot(middle[0, 1]), histories, thresholds.window)
+    _diagnosis(fig.add_subplot(rows[2]), findings)
+    return fig
+
+
+def _matplotlib_figure() -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise GradWidgetError(
+            "panel.snapshot() draws with matplotlib, which is not installed. Install the "
+            "extra (pip install 'gradwidget[snapshot]') and run it again."
+        ) from exc
+    return Figure
+
+
+def _gradients(ax: Any, name: str, history: History) -> None:
+    s = history.series("grad_norm")
+    x, y = decimate_minmax(s.steps, s.lo, s.hi, _POINTS)
+    for layer, values, colour in zip(history.layers, y, depth_colors(len(y)), strict=True):
+        ax.plot(x, positive(values), color=colour, linewidth=1.2, label=layer)
+    ax.set(yscale="log", xlabel="step", title=f"Gradient norm per layer: {name}")
+    ax.grid(alpha=0.3)
+    ax.set_ylabel("‖grad‖ (input layer dark, output light)", fontsize=8)
+
+
+def _losses(ax: Any, histories: Mapping[str, History]) -> None:
+    for name, history in histories.items():
+        s = history.loss_curve()
+        if len(s):
+            x, y = decimate_minmax(s.steps, s.lo, s.hi, _POINTS)
+            ax.plot(x, y[0], linewidth=1.5, label=name)
+    ax.set(xlabel="step", ylabel="loss", title="Loss of each run")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _flow(ax: Any, histories: Mapping[str, History], window: int) -> None:
+    # x is the relative depth: a fix that adds layers (BatchNorm) still spans input to output.
+    for name, history in histories.items():
+        recent = history.grad_norm[-window:]
+        with np.errstate(all="ignore"):  # an all-NaN layer ("no gradient") is just not drawn
+            medians = np.nanmedian(np.where(np.isfinite(recent), recent, np.nan), axis=0)
+        depth = np.linspace(0.0, 1.0, len(medians)) if len(medians) > 1 else np.zeros(1)
+        ax.plot(depth, positive(medians), marker="o", markersize=3, linewidth=1.5, label=name)
+    ax.set_xticks([0.0, 1.0], ["input layer", "output layer"])
+    ax.set(yscale="log", xlabel="depth", ylabel="median ‖grad‖")
+    ax.set_title(f"Gradient flow: median of the last {window} samples per layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _diagnosis(ax: Any, findings: Mapping[str, Sequence[Finding]]) -> None:
+    ax.axis("off")
+    lines = []
+    for name, found in findings.items():
+        lines.append(f"{name}: " + ("no problems found." if not found else ""))
+        for f in found:
+            lines += textwrap.wrap(
+                f"[{f.severity.name.lower()}] {f.title}: {f.message}",
+                _TEXT_WIDTH,
+                initial_indent="    ",
+                subsequent_indent="      ",
+                max_lines=_LINES_PER_FINDING,
+                placeholder=" …",
+            )
+    if len(lines) > _TEXT_LINES:
+        hidden = len(lines) - _TEXT_LINES + 1
+        lines = [*lines[: _TEXT_LINES - 1], f"… {hidden} more lines: see panel.export_html()."]
+    ax.set_title("Diagnosis", loc="left")
+    ax.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8.5, family="monospace")

@@ -1,0 +1,181 @@
+"""The offline HTML report, read back without a browser (tests/browser/ opens it in Chromium).
+
+The oracle is the panel itself: the widget state in the file must hold the same data the
+panel's widgets hold, and the written summary the diagnosis ``gw.diagnose`` gives each run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import re
+from pathlib import Path
+
+import bqplot as bq
+import numpy as np
+import pytest
+import torch.nn.functional as F
+from _finding import FIXES, STEPS, trained_panel, widget_tree
+
+import gradwidget as gw
+from gradwidget.view import _assets, report
+
+STATE = re.compile(r'<script type="application/vnd\.jupyter\.widget-state\+json">(.*?)</', re.S)
+SCRIPTS = re.compile(r"<script([^>]*)>(.*?)</script>", re.S)
+
+
+@pytest.fixture(scope="module")
+def panel():
+    panel = trained_panel()
+    yield panel
+    panel.close()
+
+
+@pytest.fixture(scope="module")
+def exported(panel, tmp_path_factory) -> tuple[Path, str]:
+    path = panel.export_html(tmp_path_factory.mktemp("report") / "finding.html")
+    return path, path.read_text(encoding="utf-8")
+
+
+def manager_state(page: str) -> dict:
+    return json.loads(STATE.search(page).group(1))["state"]
+
+
+def decoded(entry: dict, name: str) -> np.ndarray:
+    """A numpy array trait of a saved widget: a binary buffer, or a list (strings)."""
+    spec = entry["state"][name]
+    if not isinstance(spec, dict):
+        return np.asarray(spec)
+    buffer = next(b for b in entry["buffers"] if b["path"] == [name, "value"])
+    return np.frombuffer(base64.b64decode(buffer["data"]), spec["dtype"]).reshape(spec["shape"])
+
+
+def test_the_file_holds_every_widget_and_every_line_of_data(panel, exported) -> None:
+    state = manager_state(exported[1])
+    widgets = widget_tree(panel)
+    assert {w.model_id for w in widgets} <= set(state)
+    lines = [w for w in widgets if isinstance(w, bq.Lines) and np.size(w.y)]
+    assert len(lines) >= 3 * len(panel.runs)  # live charts and the comparison, per run
+    for line in lines:
+        np.testing.assert_array_equal(decoded(state[line.model_id], "y"), line.y)
+        np.testing.assert_array_equal(decoded(state[line.model_id], "x"), line.x)
+
+
+def test_the_written_summary_has_each_runs_diagnosis_the_comparison_and_settings(
+    panel, exported
+) -> None:
+    page = exported[1]
+    for record in panel.runs:
+        assert f"<h3>{html.escape(record.name)}</h3>" in page
+        for finding in gw.diagnose(record.run.history):
+            assert html.escape(finding.title) in page and html.escape(finding.message) in page
+    assert any(gw.diagnose(panel.runs[0].run.history))  # the baseline's finding is shown
+    for row in panel.comparison().itertuples():
+        assert f"<td>{html.escape(row.run)}</td>" in page
+    assert f"<th>steps</th><td>{STEPS}</td>" in page
+    assert "<th>optimizer</th><td>sgd</td>" in page
+
+
+def test_every_script_is_inline_and_no_address_is_fetched(exported) -> None:
+    page = exported[1]
+    tags = SCRIPTS.findall(page)
+    # loader, manager, bqplot, bqscales, widget state, widget view, render call: no script
+    # ends early (an early "</script" would leave more closing tags than elements)
+    assert page.count("</script>") == len(tags) == 7
+    assert not any("src=" in attributes for attributes, _ in tags)
+    markup = SCRIPTS.sub("", page)
+    assert not re.search(r"<link\b|\bsrc=|\bhref=|url\((?!data:)", markup)
+    names = {m for m in re.findall(r'data-amd-name="([^"]+)"', page)}
+    assert names == {"bqplot", "bqscales"} == set(_assets.modules(manager_state(page)))
+    bundle = (_assets._bundle("bqplot")).read_text(encoding="utf-8")
+    assert bundle[-2000:] in page  # the installed bundle, whole
+    assert "Font Awesome 5 Free" not in page.split("<script", 1)[0]  # icons from data URIs
+
+
+def test_the_copy_has_its_controls_disabled_and_the_panel_keeps_its_own(panel, exported) -> None:
+    state = manager_state(exported[1])
+    controls = [w for w in widget_tree(panel) if w.has_trait("disabled")]
+    assert panel.train_button in controls and panel.export_button in controls
+    assert all(state[w.model_id]["state"]["disabled"] for w in controls)
+    assert not panel.train_button.disabled and not panel.export_button.disabled
+
+
+def test_inline_text_cannot_close_its_script_element() -> None:
+    source = 'a = "</script><!-- x"; b = "</SCRIPT>"'
+    escaped = report._inline_js(source)
+    assert "</script" not in escaped.lower() and "<!--" not in escaped
+    value = {"html": "<b>x</b></script><!--"}
+    assert "<" not in report._json(value) and json.loads(report._json(value)) == value
+    # A browser's JSON.parse refuses NaN: non-finite numbers are saved as null.
+    odd = {"min": float("nan"), "ticks": [1.0, float("inf")], "max": 2.0}
+    assert json.loads(report._json(odd)) == {"min": None, "ticks": [1.0, None], "max": 2.0}
+
+
+def test_the_export_button_saves_in_the_working_folder(panel, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    panel.export_button.click()
+    (saved,) = tmp_path.glob("gradwidget-report-*.html")
+    assert saved.name in panel.status.text and "MB" in panel.status.text
+    assert STATE.search(saved.read_text(encoding="utf-8"))
+
+
+def test_a_failed_export_turns_the_status_red_and_the_panel_survives(
+    panel, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(report, "default_name", lambda: "a-file/report.html")
+    panel.export_button.click()
+    assert panel.status.text == "The report could not be saved."
+    assert "FileExistsError" in panel.status.errors.outputs[-1]["text"]
+    monkeypatch.undo()
+    assert panel.export_html(tmp_path).parent == tmp_path  # works again; a folder gets a file
+    assert panel.export_html(tmp_path / "new" / "r.html").is_file()  # parents are made
+
+
+def test_a_missing_widget_bundle_is_named(panel, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(_assets, "jupyter_path", lambda _: [str(tmp_path)])
+    with pytest.raises(gw.GradWidgetError, match=r"'bqplot'.*nbextensions/bqplot/index\.js"):
+        panel.export_html(tmp_path / "r.html")
+
+
+def test_an_own_loop_panel_exports_its_loop(tmp_path) -> None:
+    model = gw.models.deep_mlp(3, 16, "relu", in_features=2, out_features=3)
+    data = gw.datasets.spirals(n=64)
+    panel = gw.GradPanel(model)
+    try:
+        for _ in range(3):
+            model.zero_grad()
+            loss = F.cross_entropy(model(data.x_train), data.y_train)
+            loss.backward()
+            panel.capture(loss)
+        page = panel.export_html(tmp_path / "loop.html").read_text(encoding="utf-8")
+    finally:
+        panel.close()
+    assert "<h3>your training loop</h3>" in page and "your own training loop" in page
+    assert "<h2>Comparison</h2>" not in page and f"<td>{FIXES[0]}" not in page
+
+
+def test_the_vendored_files_are_the_pinned_release() -> None:
+    """scripts/vendor_js.sh pins a version and records each file's SHA-256; nothing edited them."""
+    folder = Path(_assets.__file__).parents[1] / "_static" / "html-manager"
+    pin, *sums = (folder / "VERSION").read_text().splitlines()
+    script = (Path(__file__).parents[1] / "scripts" / "vendor_js.sh").read_text()
+    version = re.search(r'VERSION="([^"]+)"', script).group(1)
+    assert pin.startswith(f"@jupyter-widgets/html-manager@{version} ")
+    assert len(sums) == 3
+    for line in sums:
+        digest, name = line.split()
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+    assert (folder / "LICENSE").read_text().startswith("Copyright (c) 2015 Project Jupyter")
+
+
+def test_a_closed_panel_refuses_to_export(tmp_path) -> None:
+    model = gw.models.deep_mlp(2, 8, in_features=2, out_features=2)
+    panel = gw.GradPanel(model, gw.datasets.spirals(n=64))
+    panel.close()
+    with pytest.raises(gw.GradWidgetError, match="closed"):
+        panel.export_html(tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
