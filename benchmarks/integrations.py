@@ -6,7 +6,9 @@ Each round trains every configuration once, in a freshly shuffled order: no call
 callback recording only (``display=False``), and the callback with its panel (``display=True``;
 no front end is connected, so this is the kernel-side cost of building and refreshing the
 widgets). A timer callback, present in every configuration, measures the training loop from the
-trainer's train-begin to its train-end hook, so the trainer's own set-up is left out. A
+trainer's train-begin to its train-end hook, so the trainer's own set-up is left out. It reads
+the CPU time of this process (all its threads, the panel's refresher too), not the wall clock:
+on a shared machine the wall clock also counts the time other processes held the cores. A
 configuration's ratio in a round is its time over the plain run's time in the same round; the
 figure reported is the median over rounds with the 25th and 75th percentiles.
 """
@@ -35,16 +37,16 @@ CONFIGS = ("plain", "record", "panel")
 
 
 class _Clock:
-    """Seconds from train-begin to train-end, for either framework's hook names."""
+    """CPU seconds from train-begin to train-end, for either framework's hook names."""
 
     def __init__(self) -> None:
         self.began = self.seconds = 0.0
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
-        self.began = time.perf_counter()
+        self.began = time.process_time()
 
     def end(self, *args: Any, **kwargs: Any) -> None:
-        self.seconds = time.perf_counter() - self.began
+        self.seconds = time.process_time() - self.began
 
 
 def lightning_fit(depth: int, width: int, steps: int) -> Callable[[Any], float]:
@@ -164,7 +166,7 @@ def main() -> None:
         "HF Trainer, GPT-2 4 blocks x 128, 32 tokens": transformers_train(4, 128, options.steps),
     }
     lines = [
-        f"Median ratio of the training loop's time with the callback to without it, "
+        f"Median ratio of the training loop's CPU time with the callback to without it, "
         f"{options.rounds} interleaved rounds of {options.steps} steps (p25-p75), one torch "
         "thread, callback defaults (3 % gradient budget, activations every 10th step).",
         "",
