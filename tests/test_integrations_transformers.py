@@ -179,3 +179,15 @@ def test_other_processes_record_without_a_panel():
     callback.on_train_end(None, state, None)
     assert callback.panel is None
     assert callback.history.series("train_loss").last[0, 0] == pytest.approx(loss.item())
+
+
+def test_close_after_a_failed_train_leaves_no_hook():
+    model, data = tiny_bert(), rows(False, 16)
+    data[9]["input_ids"] = torch.full((LENGTH,), VOCAB + 5)  # a token the embedding lacks
+    callback = GradWidgetCallback(display=False)
+    with pytest.raises(IndexError):
+        train(model, data, callback, max_steps=2)
+    assert any(m._forward_hooks for m in model.modules())  # the Trainer called no callback
+    callback.close()
+    callback.close()
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

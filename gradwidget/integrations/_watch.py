@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,6 +69,7 @@ class GradientWatch:
         self.options = dict(options)
         self.panel: Any = None
         self.recorder: Recorder | None = None
+        self._loss_hook: Any = None
         self._loss_sum: torch.Tensor | None = None
         self._micro_batches = 0
 
@@ -80,8 +82,12 @@ class GradientWatch:
             )
         return self.recorder.history
 
-    def start(self, model: nn.Module, show: bool) -> None:
-        """Hook ``model``; show the panel in the running cell when ``show`` (global rank 0)."""
+    def start(self, model: nn.Module, show: bool, read_loss: Callable | None = None) -> None:
+        """Hook ``model``; show the panel in the running cell when ``show`` (global rank 0).
+
+        ``read_loss(module, args, kwargs, output)``: a forward hook on ``model`` that passes
+        the loss to :meth:`add_loss`, for trainers whose callbacks never see the loss.
+        """
         self.finish()
         self._loss_sum, self._micro_batches = None, 0
         if self.display and show:
@@ -96,6 +102,8 @@ class GradientWatch:
             display(self.panel)
         else:
             self.recorder = Recorder(model, **self.options)
+        if read_loss is not None:
+            self._loss_hook = model.register_forward_hook(read_loss, with_kwargs=True)
 
     def add_loss(self, loss: Any) -> None:
         """Add one micro-batch's loss (a tensor, kept on its device until the step ends)."""
@@ -123,7 +131,10 @@ class GradientWatch:
         self.recorder.live.append("train_loss", step, value)
 
     def finish(self) -> None:
-        """Remove the hooks (the panel stays, showing the whole run)."""
+        """Remove the hooks (the panel stays, showing the whole run). Safe to call again."""
+        if self._loss_hook is not None:
+            self._loss_hook.remove()
+            self._loss_hook = None
         if self.recorder is None or self.recorder.closed:
             return
         self.recorder.close()

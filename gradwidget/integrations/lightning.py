@@ -49,6 +49,7 @@ class GradWidgetCallback(_pl.Callback):
 
     @property
     def panel(self) -> Any:
+        """The panel shown during ``fit``, or None."""
         return self._watch.panel
 
     @property
@@ -74,4 +75,9 @@ class GradWidgetCallback(_pl.Callback):
         self._watch.finish()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._watch.finish()
+
+    def close(self) -> None:
+        """Remove every hook from the model (done at the end of ``fit``, also when it raises).
+        Safe to call more than once; the panel stays."""
         self._watch.finish()

@@ -54,11 +54,11 @@ class GradWidgetCallback(_transformers.TrainerCallback):
 
     def __init__(self, display: bool = True, **recorder_options: Any) -> None:
         self._watch = GradientWatch(display, recorder_options)
-        self._loss_hook: Any = None
         self._presummed = False  # the model normalised its loss over the whole step
 
     @property
     def panel(self) -> Any:
+        """The panel shown during training, or None."""
         return self._watch.panel
 
     @property
@@ -67,9 +67,8 @@ class GradWidgetCallback(_transformers.TrainerCallback):
         return self._watch.history
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        model: nn.Module = kwargs["model"]
-        self._watch.start(model, show=state.is_world_process_zero)
-        self._loss_hook = model.register_forward_hook(self._read_loss, with_kwargs=True)
+        show = state.is_world_process_zero
+        self._watch.start(kwargs["model"], show=show, read_loss=self._read_loss)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         optimizer = kwargs.get("optimizer")
@@ -79,8 +78,11 @@ class GradWidgetCallback(_transformers.TrainerCallback):
         self._watch.capture(divide_by=1.0 if self._presummed else None)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._loss_hook is not None:
-            self._loss_hook.remove()
+        self._watch.finish()
+
+    def close(self) -> None:
+        """Remove every hook from the model; for a ``train()`` that raised (the Trainer calls
+        no callback then). Safe to call more than once; the panel stays."""
         self._watch.finish()
 
     def _read_loss(self, module: nn.Module, args: Any, kwargs: dict, output: Any) -> None:
