@@ -122,13 +122,14 @@ class GradientWatch:
             return
         loss = self._step_loss(divide_by)
         step = self.recorder.step
-        value = math.nan if loss is None else float(loss)
+        value = None if loss is None else float(loss)
         if self.panel is not None:
-            self.panel.capture(loss)
-        else:
-            self.recorder.capture(loss, force=not math.isfinite(value))
-        # Every step's loss: the gradient series may be thinned by the recorder's time budget.
-        self.recorder.live.append("train_loss", step, value)
+            self.panel.capture(loss)  # and wakes the panel's refresher
+        else:  # the step whose loss diverged is recorded whatever the sampling interval
+            self.recorder.capture(loss, force=value is not None and not math.isfinite(value))
+        if value is not None:
+            # Every step's loss: the gradient series may be thinned by the time budget.
+            self.recorder.live.append("train_loss", step, value)
 
     def finish(self) -> None:
         """Remove the hooks (the panel stays, showing the whole run). Safe to call again."""
