@@ -191,3 +191,22 @@ def test_close_after_a_failed_train_leaves_no_hook():
     callback.close()
     callback.close()
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_loss_the_model_never_returns_is_left_out_not_made_nan():
+    class OwnLoss(transformers.Trainer):  # computes the loss itself: the model sees no labels
+        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+            logits = model(input_ids=inputs["input_ids"]).logits
+            return torch.nn.functional.cross_entropy(logits, inputs["labels"])
+
+    callback = GradWidgetCallback(display=False, budget=None)
+    args = transformers.TrainingArguments(
+        output_dir="out", use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True,
+        per_device_train_batch_size=8, max_steps=2,
+    )  # fmt: skip
+    OwnLoss(
+        model=tiny_bert(), args=args, train_dataset=rows(False, 16), callbacks=[callback]
+    ).train()
+    history = callback.history
+    assert "train_loss" not in history.metrics
+    assert history.grad_norm.shape[0] == 2 and np.isfinite(history.grad_norm).all()
