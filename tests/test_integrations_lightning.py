@@ -196,3 +196,17 @@ def test_other_ranks_record_without_a_panel() -> None:
     callback.on_fit_end(trainer, module)
     assert callback.panel is None
     assert callback.history.series("train_loss").last[0, 0] == pytest.approx(loss.item())
+
+
+def test_fp16_steps_the_scaler_skips_are_left_out_not_diagnosed(loader) -> None:
+    from lightning.pytorch.plugins import MixedPrecision
+
+    # 2**24 overflows fp16 at first: the scaler skips steps and halves its scale until it fits.
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
+    module, callback, oracle = watched(depth=4)
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=scaler)
+    fit(module, loader, 12, callback, oracle, plugins=[plugin])
+    applied = [row for row in oracle.rows if np.isfinite(row).all()]
+    assert 0 < len(applied) < len(oracle.rows)  # some steps overflowed, some did not
+    np.testing.assert_allclose(callback.history.grad_norm, np.stack(applied), rtol=1e-5)
+    assert "non_finite" not in [f.kind for f in gw.diagnose(callback.history)]

@@ -21,7 +21,7 @@ from ..errors import GradWidgetError
 from ..history import History
 from ..recorder import Recorder
 
-__all__ = ["GradientWatch", "require", "unscale_gradients"]
+__all__ = ["GradientWatch", "overflowed", "require", "unscale_gradients"]
 
 
 def require(extra: str, *modules: str) -> Any:
@@ -51,6 +51,18 @@ def unscale_gradients(scaler: Any, optimizer: torch.optim.Optimizer) -> None:
     state = scaler._per_optimizer_states.get(id(optimizer), {})
     if state.get("stage", OptState.READY) is OptState.READY:
         scaler.unscale_(optimizer)
+
+
+def overflowed(scaler: Any, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the GradScaler found Inf/NaN in this step's unscaled gradients.
+
+    It then skips the optimizer step and lowers its scale: a routine event of fp16 training,
+    not a divergence, so such a step is left out of the record rather than diagnosed.
+    """
+    if scaler is None or not scaler.is_enabled():
+        return False
+    state = scaler._per_optimizer_states.get(id(optimizer), {})
+    return any(bool(found.item()) for found in state.get("found_inf_per_device", {}).values())
 
 
 class GradientWatch:
@@ -112,15 +124,16 @@ class GradientWatch:
             self._loss_sum = value if self._loss_sum is None else self._loss_sum + value
             self._micro_batches += 1
 
-    def capture(self, *, divide_by: float | None = None) -> None:
+    def capture(self, *, divide_by: float | None = None, skipped: bool = False) -> None:
         """Record one optimizer step: gradients as they are now, and the step's loss.
 
         ``divide_by``: what the summed micro-batch losses are divided by (the loss scale, the
-        number of micro-batches); None: their mean.
+        number of micro-batches); None: their mean. ``skipped``: the optimizer will not step
+        (an fp16 overflow): forget its loss, record nothing.
         """
-        if self.recorder is None or self.recorder.closed:
-            return
         loss = self._step_loss(divide_by)
+        if skipped or self.recorder is None or self.recorder.closed:
+            return
         step = self.recorder.step
         value = None if loss is None else float(loss)
         if self.panel is not None:

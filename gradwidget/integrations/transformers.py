@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..history import History
-from ._watch import GradientWatch, require, unscale_gradients
+from ._watch import GradientWatch, overflowed, require, unscale_gradients
 
 _transformers = require("transformers", "transformers")
 
@@ -71,11 +71,13 @@ class GradWidgetCallback(_transformers.TrainerCallback):
         self._watch.start(kwargs["model"], show=show, read_loss=self._read_loss)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        optimizer = kwargs.get("optimizer")
+        accelerated = kwargs.get("optimizer")
         # accelerate's AcceleratedOptimizer holds the GradScaler of fp16 training
-        scaler = getattr(optimizer, "scaler", None)
-        unscale_gradients(scaler, getattr(optimizer, "optimizer", optimizer))
-        self._watch.capture(divide_by=1.0 if self._presummed else None)
+        scaler = getattr(accelerated, "scaler", None)
+        optimizer = getattr(accelerated, "optimizer", accelerated)
+        unscale_gradients(scaler, optimizer)
+        skipped = overflowed(scaler, optimizer)
+        self._watch.capture(divide_by=1.0 if self._presummed else None, skipped=skipped)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._watch.finish()
