@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--models mlp10,mlp20,cnn6] [--device auto|cpu|cuda]``."""
+"""``python -m benchmarks [--quick] [--models a,b] [--device auto|cpu|cuda] [--clock ...]``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .overhead import TARGETS, OverheadRow, measure_overhead
 from .profiling import phase_breakdown, profile_recorder
 from .workloads import WORKLOADS
 
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 _UI_BYTES_PER_S = 1_000_000  # the "bounded byte rate" target: 1 MB/s to the browser at most
 
 
@@ -39,10 +40,11 @@ class Settings:
     history_steps: int
     run_steps: int
     profile_steps: int
+    settle_samples: int  # activation intervals a budgeted Recorder trains untimed first
 
 
-FULL = Settings(12, None, (1, 10, 100), (1,), 300, 5, 3.0, 3, 1_000_000, 20_000, 30)
-QUICK = Settings(3, 10, (1,), (1,), 30, 1, 0.3, 1, 25_000, 200, 5)
+FULL = Settings(12, None, (1, 10, 100), (1,), 300, 5, 3.0, 3, 1_000_000, 20_000, 30, 25)
+QUICK = Settings(3, 10, (1,), (1,), 30, 1, 0.3, 1, 25_000, 200, 5, 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,8 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     device = _device(args.device)
     names = args.models.split(",")
     started, load = time.perf_counter(), os.getloadavg()[0]
-    results = _run_all(settings, names, device)
+    results = _run_all(settings, names, device, CLOCKS[args.clock])
     results["meta"] = _meta(device, args.quick, time.perf_counter() - started)
+    results["meta"]["clock"] = args.clock
     # Other processes on the machine widen the spread: say how busy it was.
     results["meta"]["load_avg_start_end"] = f"{load:.1f} / {os.getloadavg()[0]:.1f}"
     stem = device.type + ("-quick" if args.quick else "")
@@ -70,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--rounds", type=int, default=0, help="override the rounds per model")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=tuple(CLOCKS),
+        help="overhead timing: wall time, or this thread's CPU time (steadier on a busy machine)",
+    )
     return parser
 
 
@@ -79,13 +88,17 @@ def _device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def _run_all(s: Settings, names: list[str], device: torch.device) -> dict[str, Any]:
+def _run_all(
+    s: Settings, names: list[str], device: torch.device, clock: Callable[[], float]
+) -> dict[str, Any]:
     first = WORKLOADS[names[0]]
     rows: list[OverheadRow] = []
     for i, name in enumerate(names):
         sweep = s.sweep_first if i == 0 else s.sweep_rest
         print(f"overhead: {name}, {s.rounds} rounds", flush=True)
-        rows += measure_overhead(WORKLOADS[name], sweep, s.rounds, device, s.block)
+        rows += measure_overhead(
+            WORKLOADS[name], sweep, s.rounds, device, s.block, s.settle_samples, clock
+        )
     results: dict[str, Any] = {"overhead": [{**asdict(r), "met": r.met} for r in rows]}
     results["profiles"] = {
         f"{r.model} {r.kind}@{r.interval}": _guarded(lambda r=r: _profile(r, s, device))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,8 +67,15 @@ def spread(values: tuple[float, ...] | list[float]) -> dict[str, float]:
 class Lane:
     """One model copy, its optimizer and its monitor."""
 
-    def __init__(self, contender: Contender, workload: Workload, device: torch.device) -> None:
+    def __init__(
+        self,
+        contender: Contender,
+        workload: Workload,
+        device: torch.device,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         torch.manual_seed(0)  # every lane starts from the same weights
+        self.clock = clock
         self.contender = contender
         self.model = workload.build().to(device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01)
@@ -80,22 +88,35 @@ class Lane:
         self.reference: list[float] = []  # plain seconds per step around each block
 
     def block_steps(self, block: int) -> int:
-        """Steps per block: a Recorder sampling every k > block steps gets blocks of k."""
-        k, kind = self.contender.interval, str(self.contender.kind)
-        return k if kind.startswith("gw_") and k > block else block
+        """Steps per block: a Recorder's blocks span at least one of its sampling intervals.
+
+        The budget moves the Recorder's intervals, so a block as long as the longest one in use
+        holds one activation sample and its share of gradient captures: the ratio of every
+        block is then that of the whole run, not of a lucky stretch between two samples.
+        """
+        recorder = getattr(self.monitor, "recorder", None)
+        if recorder is None:
+            return block
+        return max(block, recorder.act_interval, recorder.grad_every)
+
+    def settle(self, batches: list, steps: int) -> None:
+        """Untimed steps first: the Recorder never thins its first samples (the diagnosis
+        needs them) and measures its costs before it sets its intervals."""
+        for i in range(steps):
+            self._step(batches[i % len(batches)], i)
 
     def run_block(self, batches: list, first_batch: int, first_step: int, steps: int) -> float:
         """Time ``steps`` steps, the first one also alone; return seconds per step."""
         self._sync()
-        start = time.perf_counter()
+        start = self.clock()
         first = 0.0
         for i in range(steps):
             self._step(batches[(first_batch + i) % len(batches)], first_step + i)
             if i == 0:
                 self._sync()
-                first = time.perf_counter() - start
+                first = self.clock() - start
         self._sync()
-        total = time.perf_counter() - start
+        total = self.clock() - start
         self.blocks.append((first, total, steps))
         return total / steps
 
@@ -116,7 +137,13 @@ class Lane:
 
     def extra(self) -> dict[str, float]:
         recorder = getattr(self.monitor, "recorder", None)
-        return {} if recorder is None else {"grad_every": float(recorder.grad_every)}
+        if recorder is None:
+            return {}
+        return {
+            "grad_every": float(recorder.grad_every),
+            "act_interval": float(recorder.act_interval),
+            "transfers_per_100": 100 * recorder.transfers / max(recorder.step, 1),
+        }
 
     def close(self) -> None:
         if self.monitor is not None:
@@ -130,6 +157,8 @@ def interleave(
     device: torch.device,
     block: int | None = None,
     warmup_rounds: int = 1,
+    settle_samples: int = 25,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[Timing]:
     """Time every contender against the plain loop; one :class:`Timing` per contender.
 
@@ -145,13 +174,23 @@ def interleave(
         Where the models train.
     block : int, optional
         Steps per block (at least 2); default ``workload.block``.
+    settle_samples : int
+        Activation intervals a budgeted Recorder trains untimed first (its first 20 samples
+        are never thinned, so they are not its steady state).
+    clock : callable
+        ``time.perf_counter`` (wall time), or ``time.thread_time``: CPU time of this thread,
+        which leaves out the time the process waits while other processes run (with one torch
+        thread on CPU every step runs in this thread).
     """
     steps = block or workload.block
-    plain = Lane(Contender(None), workload, device)
-    lanes = [Lane(c, workload, device) for c in contenders]
+    plain = Lane(Contender(None), workload, device, clock)
+    lanes = [Lane(c, workload, device, clock) for c in contenders]
     batches = make_batches(workload, 8, device)
     order = random.Random(0)
     try:
+        for lane in lanes:
+            if lane.contender.kind == "gw_default":  # the budget's steady state is measured
+                lane.settle(batches, settle_samples * lane.contender.interval + 50)
         for r in range(warmup_rounds + rounds):
             order.shuffle(lanes)
             before = plain.run_block(batches, r * steps, 0, steps)

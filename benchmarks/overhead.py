@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +51,8 @@ class OverheadRow:
     amortized: bool
     target: float | None
     grad_every: float | None
+    act_interval: float | None = None
+    transfers_per_100: float | None = None  # device-to-host transfers per 100 steps
 
     @property
     def met(self) -> bool | None:
@@ -56,8 +60,12 @@ class OverheadRow:
 
 
 def contenders_for(sweep: tuple[int, ...]) -> list[Contender]:
-    """The required configurations plus every kind at each interval of ``sweep``."""
-    swept = [Contender(kind, k) for kind in LABELS for k in sweep]
+    """The required configurations plus every kind at each interval of ``sweep``.
+
+    The budgeted Recorder is left out of the sweep: its budget, not ``act_every``, sets its
+    intervals (``act_every`` is only their floor), so other intervals time the same thing.
+    """
+    swept = [Contender(kind, k) for kind in LABELS for k in sweep if kind != "gw_default"]
     return list(dict.fromkeys([*_REQUIRED, *swept]))  # keep order, drop repeats
 
 
@@ -67,9 +75,14 @@ def measure_overhead(
     rounds: int,
     device: torch.device,
     block: int | None = None,
+    settle_samples: int = 25,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[OverheadRow]:
     """Time every configuration on ``workload``, interleaved with the plain loop."""
-    timings = interleave(workload, contenders_for(sweep), rounds, device, block)
+    contenders = contenders_for(sweep)
+    timings = interleave(
+        workload, contenders, rounds, device, block, settle_samples=settle_samples, clock=clock
+    )
     return [_row(workload, t) for t in timings]
 
 
@@ -85,4 +98,6 @@ def _row(workload: Workload, timing: Timing) -> OverheadRow:
         amortized=timing.amortized,
         target=TARGETS.get((str(c.kind), c.interval)),
         grad_every=timing.extra.get("grad_every"),
+        act_interval=timing.extra.get("act_interval"),
+        transfers_per_100=timing.extra.get("transfers_per_100"),
     )

@@ -46,8 +46,10 @@ def _headline(rows: list[dict[str, Any]]) -> str:
     out = [
         "## Run-time overhead: configuration × sampling interval\n",
         "Median ratio of a monitored step to a plain step (IQR over interleaved rounds). "
-        "The interval is the tool's own: `act_every` for gradwidget (gradient norms every "
-        "captured step, thinned by the time budget when on), `log_freq` for W&B, "
+        "The interval is the tool's own: `act_every` for gradwidget (its shortest activation "
+        "interval; with the budget on, gradient captures, activation samples and update ratios "
+        "are spaced together to hold it, measured after the Recorder settled), `log_freq` for "
+        "W&B, "
         "every k-th step for the others. † charged per interval from blocks that start with a "
         "sampled step (interval longer than a block).\n",
     ]
@@ -77,15 +79,19 @@ def _targets(targets: list[dict[str, Any]]) -> str:
 def _details(rows: list[dict[str, Any]]) -> str:
     out = [
         "## All configurations\n",
-        "| model | configuration | k | median | IQR | p10–p90 | step ms | grad_every |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | configuration | k | median | IQR | p10–p90 | step ms | grad_every | "
+        "act_interval | transfers / 100 steps |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        every = "" if r["grad_every"] is None else f"{r['grad_every']:.0f}"
+        every, acts, moved = (
+            "" if r.get(key) is None else f"{r[key]:.{digits}f}"
+            for key, digits in (("grad_every", 0), ("act_interval", 0), ("transfers_per_100", 1))
+        )
         out.append(
             f"| {r['model']} | {LABELS[r['kind']]} | {r['interval']} | {r['median']:.3f} | "
             f"{r['p25']:.3f}–{r['p75']:.3f} | {r['p10']:.3f}–{r['p90']:.3f} | "
-            f"{r['step_ms']:.2f} | {every} |"
+            f"{r['step_ms']:.2f} | {every} | {acts} | {moved} |"
         )
     return "\n".join(out) + "\n"
 

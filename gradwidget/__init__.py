@@ -12,6 +12,7 @@ from . import datasets, models, remedies
 from .diagnosis import Finding, Severity, Thresholds, diagnose
 from .errors import DataError, GradWidgetError, RemedyNotApplicable, TrainingError
 from .history import History, Series
+from .log_reader import open_log
 from .recorder import Recorder
 from .remedies import apply_remedies
 from .training import Run, RunState, TrainConfig, train
@@ -37,6 +38,7 @@ __all__ = [
     "datasets",
     "diagnose",
     "models",
+    "open_log",
     "remedies",
     "train",
     "watch",

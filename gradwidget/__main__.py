@@ -1,5 +1,7 @@
 """``python -m gradwidget demo``: the whole story in a terminal, no notebook needed.
 
+``python -m gradwidget follow runs/exp1``: the log of a running job, live, as text.
+
 A 10-layer sigmoid MLP stays at chance on handwritten digits because its gradients vanish;
 the diagnosis says so, and the remedies, trained from the same initial weights in the same
 data order, show which fixes work.
@@ -9,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
 import torch
 
 from . import datasets, models
+from .console import follow
 from .diagnosis import diagnose
+from .errors import GradWidgetError
 from .remedies import LABELS, apply_remedies
 from .summary import (
     RunSummary,
@@ -89,13 +94,24 @@ def _diagnosis_text(run: Run) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: ``gradwidget demo [--steps N] [--seed S]``."""
+    """Console entry point: ``gradwidget demo [--steps N] [--seed S]`` or
+    ``gradwidget follow PATH [--interval S] [--once]``."""
     parser = argparse.ArgumentParser(prog="gradwidget", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_demo = commands.add_parser("demo", help="vanishing gradients and their remedies, headless")
     run_demo.add_argument("--steps", type=int, default=600, help="SGD steps per run (600)")
     run_demo.add_argument("--seed", type=int, default=0, help="seed of weights and data (0)")
+    run_follow = commands.add_parser("follow", help="a job's log (log_dir=...), live, as text")
+    run_follow.add_argument("path", help="a run's log_dir, or a folder of run folders")
+    run_follow.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    run_follow.add_argument("--once", action="store_true", help="print once and exit")
     args = parser.parse_args(argv)
+    if args.command == "follow":
+        try:
+            return follow(args.path, interval=args.interval, once=args.once)
+        except GradWidgetError as why:
+            print(f"gradwidget: {why}", file=sys.stderr)
+            return 2
     demo(steps=args.steps, seed=args.seed)
     return 0
 

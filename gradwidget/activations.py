@@ -159,6 +159,14 @@ class ActivationProbe:
             stats.update(zip(names, activation_stats(xs, saturation, unit), strict=True))
         return stats
 
+    def rows(self, names: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
+        """:meth:`take`, as one ``(len(names),)`` tensor per field of :data:`FIELDS` (NaN: no
+        output seen for that layer)."""
+        stats = self.take()
+        nan = torch.full((len(FIELDS),), math.nan, device=device)
+        rows = torch.stack([stats.get(name, nan).to(device) for name in names])
+        return dict(zip(FIELDS, rows.T, strict=True))
+
     def _sites(self) -> Iterator[tuple[str | None, nn.Module]]:
         """Layers (by name) and activation modules (None: they report for the layer before)."""
         for module in self.model.modules():

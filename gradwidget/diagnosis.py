@@ -76,11 +76,21 @@ class Severity(IntEnum):
 
 
 # kind -> (title, severity, remedies most useful first), most severe first
+# (names of gradwidget.remedies.REGISTRY; a test checks that each is registered)
 _KINDS: dict[str, tuple[str, Severity, tuple[str, ...]]] = {
-    "non_finite": ("NaN / Inf values", Severity.CRITICAL, ("batchnorm",)),
-    "exploding": ("Exploding gradients", Severity.CRITICAL, ("he_init", "batchnorm")),
-    "vanishing": ("Vanishing gradients", Severity.WARNING, ("relu", "he_init", "batchnorm")),
-    "dead_units": ("Dead ReLU units", Severity.WARNING, ("he_init", "batchnorm")),
+    "non_finite": ("NaN / Inf values", Severity.CRITICAL, ("clip_grad", "lower_lr", "batchnorm")),
+    "exploding": (
+        "Exploding gradients",
+        Severity.CRITICAL,
+        ("clip_grad", "lower_lr", "he_init", "batchnorm"),
+    ),
+    # A skip connection carries the gradient past every layer of a deep stack unshrunk.
+    "vanishing": (
+        "Vanishing gradients",
+        Severity.WARNING,
+        ("residual", "relu", "he_init", "batchnorm"),
+    ),
+    "dead_units": ("Dead ReLU units", Severity.WARNING, ("leaky_relu", "he_init", "batchnorm")),
     "saturation": ("Saturated activations", Severity.WARNING, ("relu", "batchnorm")),
     "plateau": ("Loss plateau", Severity.INFO, ()),
 }
@@ -103,7 +113,7 @@ class Finding:
     message : str
         The cause in plain words, with the numbers.
     remedies : tuple of str
-        Names from ``gradwidget.remedies.REMEDY_NAMES``, most useful first.
+        Names from ``gradwidget.remedies.REGISTRY``, most useful first.
     """
 
     kind: str
@@ -220,8 +230,9 @@ def _vanishing(history: History, t: Thresholds) -> Finding | None:
         "Backpropagation multiplies one local derivative per layer (the chain rule); sigmoid's "
         "derivative is at most 0.25, so ten sigmoid layers can shrink a gradient by "
         "0.25**10 ~ 1e-6, and small weights shrink it further. These layers barely learn: "
-        f"{_listing(history, weak, flow.norms, '.2g')}. ReLU passes a derivative of 1 where "
-        "active, He init keeps the gradient's scale from layer to layer, and BatchNorm keeps "
+        f"{_listing(history, weak, flow.norms, '.2g')}. A skip connection x + f(x) carries the "
+        "gradient past each block unshrunk, ReLU passes a derivative of 1 where active, He "
+        "init keeps the gradient's scale from layer to layer, and BatchNorm keeps "
         "pre-activations where the derivative is large."
     )
     return _finding("vanishing", history, weak, flow.evidence(), message)
@@ -236,8 +247,9 @@ def _exploding(history: History, t: Thresholds) -> Finding | None:
         "The chain rule multiplies the gradient by every layer's weights times its "
         "activation's derivative; when that product exceeds 1 (weights initialised too large) "
         "the gradient grows geometrically with depth and the early layers take huge, unstable "
-        f"steps: {_listing(history, strong, flow.norms, '.2g')}. He init scales the weights so "
-        "each layer keeps the gradient's size; BatchNorm rescales every layer's input."
+        f"steps: {_listing(history, strong, flow.norms, '.2g')}. Clipping the gradient norm and "
+        "a lower learning rate bound each step; He init scales the weights so each layer keeps "
+        "the gradient's size; BatchNorm rescales every layer's input."
     )
     return _finding("exploding", history, strong, flow.evidence(), message)
 
@@ -248,8 +260,9 @@ _DEAD_TEXT = (
     "Dead ReLU units: in these layers most units output 0 for the whole batch (median over the "
     "last {window} samples): {layers}. A ReLU's derivative is 0 wherever its input is negative, "
     "so a dead unit gets no gradient, never updates, and never recovers; a large negative bias "
-    "or one oversized step puts units there. He init restarts the weights with zero bias; "
-    "BatchNorm centres each unit's input so about half of them fire."
+    "or one oversized step puts units there. LeakyReLU keeps a small slope below 0, so dead "
+    "units still get a gradient; He init restarts the weights with zero bias; BatchNorm "
+    "centres each unit's input so about half of them fire."
 )
 _SATURATION_TEXT = (
     "Saturated activations: in these layers most sigmoid/tanh outputs sit in the flat tails "
@@ -285,18 +298,51 @@ def _saturation(history: History, t: Thresholds) -> Finding | None:
 # -- whole-run signals: non-finite values and the loss -----------------------------------------
 
 
+_AMP_SKIP_RUN = 10  # more steps in a row skipped by a GradScaler than backing off needs
+_AMP_SCALE_FLOOR = 1.0  # a loss scale below 1 no longer protects anything: it has collapsed
+
+
+def _skipped_by_scaler(history: History, steps: np.ndarray) -> np.ndarray:
+    """Which buckets ending at ``steps`` hold a step that a GradScaler skipped by design.
+
+    Under AMP an Inf/NaN gradient makes the scaler skip the step and halve its scale: that is
+    the mechanism working, not a failure, unless the skips persist (more than
+    ``_AMP_SKIP_RUN`` in a row, the longest run kept in ``amp_skipped``'s hi) or the scale
+    collapses below ``_AMP_SCALE_FLOOR``. A bucket covers the steps since the bucket before.
+    """
+    at = history.series("amp_skipped").steps
+    if at.size == 0 or _persistent_skips(history).size:
+        return np.zeros(len(steps), bool)
+    starts = np.concatenate([[-1], steps[:-1]])
+    return np.searchsorted(at, steps, "right") > np.searchsorted(at, starts, "right")
+
+
+def _persistent_skips(history: History) -> np.ndarray:
+    """Steps a GradScaler skipped, when the skips persist or the scale collapsed; else none."""
+    skipped, scale = history.series("amp_skipped"), history.series("amp_scale")
+    persists = skipped.hi.max(initial=0) > _AMP_SKIP_RUN
+    if persists or scale.lo.min(initial=np.inf) < _AMP_SCALE_FLOOR:
+        return skipped.steps
+    return np.zeros(0, np.int64)
+
+
 def _non_finite(history: History, t: Thresholds) -> Finding | None:
     counts, loss = history.series("nonfinite"), history.series("loss")
     # hi keeps a bucket's largest count, so one bad step survives any amount of compaction.
     worst_counts = np.nan_to_num(counts.hi)  # NaN: a layer without gradient, nothing counted
+    worst_counts[_skipped_by_scaler(history, counts.steps)] = 0.0
     bad_rows, bad_layers = (worst_counts > 0).any(axis=1), (worst_counts > 0).any(axis=0)
     # NaN can hide in a merged bucket (fmax ignores it), but an Inf or a NaN "last" cannot.
     bad_loss = ~(np.isfinite(loss.last) & np.isfinite(loss.lo) & np.isfinite(loss.hi)).all(1)
-    steps = np.concatenate([counts.steps[bad_rows], loss.steps[bad_loss]])
+    bad_loss &= ~_skipped_by_scaler(history, loss.steps)
+    skips = _persistent_skips(history)
+    steps = np.concatenate([counts.steps[bad_rows], loss.steps[bad_loss], skips])
     if steps.size == 0:
         return None
     worst = float(worst_counts.max(initial=0.0))
     where = ["the loss"] if bad_loss.any() else []
+    if skips.size:
+        where.append(f"the scaled gradients of {skips.size} steps the GradScaler skipped")
     if worst:
         per_layer = worst_counts.max(axis=0)
         where.insert(0, f"the gradients of {_listing(history, bad_layers, per_layer, '.0f')}")

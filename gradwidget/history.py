@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,15 @@ class History:
         self.capacity = capacity
         self._series: dict[str, _Buckets] = {}
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[str, int, np.ndarray], None]] = []
         self.version = 0
+
+    def add_listener(self, listener: Callable[[str, int, np.ndarray], None]) -> None:
+        """Also hand every appended point to ``listener(name, step, row)`` (e.g. a log writer).
+
+        Called on the appending thread, after the point is stored; snapshots have no listeners.
+        """
+        self._listeners.append(listener)
 
     def append(self, name: str, step: int, values: Any) -> None:
         """Add one point to series ``name`` (created on first use, width from ``values``)."""
@@ -193,6 +202,8 @@ class History:
                 raise ValueError(f"{name}: expected {buckets.width} values, got {row.size}")
             buckets.append(int(step), row)
             self.version += 1
+        for listener in self._listeners:
+            listener(name, int(step), row)
 
     @property
     def metrics(self) -> tuple[str, ...]:

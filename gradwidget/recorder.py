@@ -4,64 +4,54 @@ The cost model drives the design (measured in ``shared/NOTES.md``):
 
 * Gradients are read from ``p.grad`` after backward, never with full backward hooks: those
   cost about 1.24x a step and raise on in-place modules such as ``ReLU(inplace=True)``.
-* All per-parameter norms come from one fused ``torch._foreach_norm`` and a segment sum on the
-  parameters' device, then **one** host transfer per captured step. A ``.item()`` per parameter
-  is a blocking round trip on a GPU.
+* All per-parameter norms come from one fused ``torch._foreach_norm``; everything due at a step
+  crosses to the host in **one** transfer (:mod:`gradwidget._transfer`), asynchronous on CUDA.
 * Forward hooks slow every module call, even when they return at once, so they are attached
   only for the forward pass of a sampled step and removed at the next ``capture``.
-* On tiny steps even one fused capture is a few percent of the step, so by default the
-  recorder measures its own cost and widens the gradient sampling interval to stay within
-  ``budget``.
+* On tiny steps even one fused capture is a few percent of the step, so by default gradient
+  captures, activation samples and update ratios share one time ``budget``
+  (:mod:`gradwidget._budget`); a per-step tick of the loss and a sentinel norm
+  (:mod:`gradwidget._ticks`) forces a full capture when either jumps, so sampling never loses
+  a burst.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .activations import FIELDS as ACTIVATION_FIELDS
+from ._amp import AmpState, read_scaler
+from ._budget import Schedule, StepKind
+from ._layers import Layers, UpdateTracker, find_layers, squares
+from ._ticks import Ticks, TickTag, as_loss
+from ._transfer import HostLink
 from .activations import ActivationProbe
+from .distributed import Scope, check_parameters, local, unwrap
 from .errors import GradWidgetError
 from .history import History
+from .log import LogWriter
 
 __all__ = ["Recorder"]
 
-_MAX_GRAD_EVERY = 64  # never let adaptive sampling thin the gradient series more than this
-_WARMUP_CAPTURES = 5  # first captures pay one-off costs; keep them out of the cost estimate
+_SQUARED = ("grad_sq", "weight_sq", "update_sq")  # the parts stage (b) may reduce
 
 
 @dataclass(frozen=True)
-class _Layer:
-    name: str
-    module: nn.Module
-    params: tuple[nn.Parameter, ...]
+class _Tag:
+    """What the host needs to read one transfer: its step, who had a gradient, its ticks."""
 
-
-def _find_layers(model: nn.Module) -> list[_Layer]:
-    """Modules owning parameters directly, in registration order; a tied weight counts once."""
-    seen: set[int] = set()
-    layers = []
-    for name, module in model.named_modules():
-        own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
-        seen.update(id(p) for p in own)
-        if own:
-            layers.append(_Layer(name or type(module).__name__, module, tuple(own)))
-    return layers
-
-
-def _norms(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """L2 norm of each tensor, fused, stacked on ``device``."""
-    norms = torch._foreach_norm(tensors)
-    try:
-        return torch.stack(norms)
-    except RuntimeError:  # parameters of several dtypes or devices
-        return torch.stack([n.to(device, torch.float32) for n in norms])
+    step: int
+    present: tuple[int, ...]
+    ticks: TickTag | None
 
 
 class Recorder:
@@ -72,12 +62,19 @@ class Recorder:
     model : torch.nn.Module
         Any module. A *layer* is a submodule that owns parameters directly.
     act_every : int or None
-        Sample activation statistics and update ratios every this many steps (None or 0: never).
+        Sample activation statistics and update ratios at most every this many steps (None or
+        0: never); the budget may space them further.
     capacity : int
         Points kept per series in the bounded :class:`~gradwidget.History`.
     budget : float or None
-        Largest fraction of a training step that gradient captures may cost; when one capture
-        costs more, gradients are captured every ``grad_every`` steps instead. None: every step.
+        Largest fraction of a training step that recording may cost, all of it together:
+        gradient captures, activation samples, update ratios and the per-step tick. None:
+        gradients every step and activations every ``act_every`` steps. Under FSDP2 always
+        None: every rank must capture the same steps (see :mod:`gradwidget.distributed`).
+    log_dir : str or Path, optional
+        Also append everything recorded to the log in this folder (see :mod:`gradwidget.log`),
+        which :func:`gradwidget.open_log` and :meth:`gradwidget.GradPanel.follow` read, also
+        while the job runs. Under ``torch.distributed`` only rank 0 writes it.
 
     Examples
     --------
@@ -96,42 +93,56 @@ class Recorder:
         act_every: int | None = 10,
         capacity: int = 1024,
         budget: float | None = 0.03,
+        log_dir: str | Path | None = None,
     ) -> None:
-        self._all_layers = _find_layers(model)
-        if not self._all_layers:
+        model = unwrap(model)  # DDP's wrapper: the layers are the user's module's
+        found = find_layers(model)
+        if not found:
             raise GradWidgetError(
                 f"{type(model).__name__} has no parameters, so there are no gradients to "
                 "record. Attach the recorder to the model you train."
             )
         self.model = model
         self.act_every = act_every or 0
-        self.budget = budget
+        # Every rank must join each capture's collective: no per-rank adaptive interval.
+        self._scope = Scope.of([p for layer in found for p in layer.params])
+        self.budget = budget = None if self._scope.sharded else budget
         self.step = 0
-        self.grad_every = 1
-        self._last_grads: int | None = None  # step of the latest gradient capture
         self._capacity = capacity
-        self._layers = self._all_layers
+        self._layers = Layers(found)
         self._ordered = False
         self._history = History(self.layers, capacity)
-        self._probe = ActivationProbe(model, [(layer.name, layer.module) for layer in self._layers])
-        # Weights at the sampled step, in buffers reused from sample to sample: allocating a
-        # copy of every parameter each time costs page faults on CPU.
-        self._before_update: list[torch.Tensor] = []
-        self._weight_norms: torch.Tensor | None = None  # set while an update is pending
+        self._probe = ActivationProbe(model, [(layer.name, layer.module) for layer in found])
+        self._schedule = Schedule(budget, self.act_every)
+        self._updates = UpdateTracker()
+        self._link = HostLink(self._layers.device)
+        self._ticks = Ticks(self._link)
+        self._lock = threading.Lock()  # a reader thread may drain while the loop captures
         self._closed = False
-        self._cost = _CostMeter()
-        self._probe.arm()  # step 0 is always sampled: it also tells the execution order
+        #: Stage (b): None, or ``flat -> flat`` summing the squared norms across processes.
+        self.reduce_squares: Callable[[torch.Tensor], torch.Tensor] | None = (
+            self._scope.reduce_squares if self._scope.sharded else None  # FSDP2
+        )
+        self._log = LogWriter(log_dir) if log_dir is not None and self._scope.writes else None
+        if self._scope.records:  # elsewhere (DDP ranks > 0) the recorder costs nothing
+            self._probe.arm()  # step 0 is always sampled: it also tells the execution order
 
     # -- public -------------------------------------------------------------------------------
 
     @property
     def layers(self) -> tuple[str, ...]:
         """Layer names, input to output (execution order once a step has been captured)."""
-        return tuple(layer.name for layer in self._layers)
+        return self._layers.names
 
     @property
     def history(self) -> History:
-        """A snapshot of everything recorded so far, safe to keep and read anywhere."""
+        """A snapshot of everything recorded so far, safe to keep and read anywhere.
+
+        Waits for values still on their way from the device (the only wait on a GPU).
+        """
+        if not self._closed:
+            with self._lock:
+                self._drain()
         return self._history.snapshot()
 
     @property
@@ -144,43 +155,63 @@ class Recorder:
         """True once :meth:`close` has removed the hooks."""
         return self._closed
 
-    def capture(self, loss: torch.Tensor | float | None = None, *, force: bool = False) -> None:
+    @property
+    def grad_every(self) -> int:
+        """The gradient sampling interval in use (raised when captures exceed the budget)."""
+        return self._schedule.grad_every
+
+    @grad_every.setter
+    def grad_every(self, value: int) -> None:
+        self._schedule.grad_every = value
+
+    @property
+    def act_interval(self) -> int:
+        """The activation sampling interval in use: ``act_every``, widened by the budget."""
+        return self._schedule.act_interval
+
+    @property
+    def transfers(self) -> int:
+        """Device-to-host transfers made so far (one per flush, whatever it carries)."""
+        return self._link.transfers
+
+    def capture(
+        self, loss: torch.Tensor | float | None = None, *, force: bool = False, scaler: Any = None
+    ) -> None:
         """Record this step. Call after ``loss.backward()`` and before ``optimizer.step()``.
 
         Parameters
         ----------
         loss : torch.Tensor or float, optional
-            The step's loss; recorded alongside the gradient norms.
+            The step's loss: recorded every step (``train_loss``), and with the gradients.
         force : bool
             Capture the gradients even if the sampling interval skips this step (e.g. the
             step whose loss turned NaN: the evidence must not fall between samples).
+        scaler : torch.amp.GradScaler, optional
+            Under AMP, the scaler: gradient norms are then reported unscaled, whether or not
+            ``scaler.unscale_(optimizer)`` ran already, and the steps it skips are recorded
+            (``amp_skipped``, ``amp_scale``).
         """
         if self._closed:
             raise GradWidgetError("This recorder is closed; create a new one to record again.")
-        started = time.perf_counter()
-        if not self._ordered:
-            self._fix_order()
-        step = self.step
-        # Counted from the last capture, not `step % grad_every`: when the interval changes,
-        # a modulo schedule can leave a gap of almost twice the interval.
-        last = self._last_grads
-        grads_due = force or last is None or step - last >= self.grad_every
-        if grads_due:
-            self._last_grads = step
-        acts_due = bool(self.act_every) and step % self.act_every == 0
-        plain = grads_due and not acts_due and self._weight_norms is None
-        self._flush(step, grads_due, acts_due, loss)
-        self.step += 1
-        self._rearm()
-        # Sampled steps and the step after them also pay for activation statistics and
-        # update ratios; the gradient interval is set from plain gradient captures only.
-        self._adapt(started, plain)
+        if not self._scope.records:
+            self.step += 1
+            return
+        entered = time.perf_counter()
+        amp = read_scaler(scaler)
+        with self._lock:
+            kind = self._capture(as_loss(loss, self._layers.device), force, amp)
+        self._schedule.observe(self.step - 1, entered, time.perf_counter(), kind)
 
     def close(self) -> None:
         """Remove every hook this recorder added. Safe to call more than once."""
+        if not self._closed:
+            with self._lock:
+                self._drain()
         self._probe.remove()
         self._probe.take()
-        self._before_update, self._weight_norms = [], None
+        self._updates.clear()
+        if self._log is not None:
+            self._log.close()
         self._closed = True
 
     remove = close
@@ -193,148 +224,128 @@ class Recorder:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"step {self.step}"
-        return f"Recorder({len(self._layers)} layers, {state}, grad_every={self.grad_every})"
+        return f"Recorder({len(self.layers)} layers, {state}, grad_every={self.grad_every})"
 
-    # -- one captured step --------------------------------------------------------------------
+    # -- one step, in stages ------------------------------------------------------------------
+    #
+    # (a) _measure: per-parameter SQUARED norms and statistics, on the parameters' device;
+    # (b) _reduce: sums of squares combined across processes (identity unless set);
+    # (c) HostLink.send / receive: the one device-to-host transfer, asynchronous on CUDA;
+    # (d) _append: host values into the History, through _emit.
+    # Squares stay squares until (d): partial sums of squares add up across shards, norms do not.
 
-    def _flush(self, step: int, grads_due: bool, acts_due: bool, loss: Any) -> None:
-        """Compute what is due on the device, copy it to the host once, append to history.
+    def _capture(self, loss: torch.Tensor | None, force: bool, amp: AmpState | None) -> StepKind:
+        if not self._ordered:
+            self._fix_order()
+        step, sentinel = self.step, self._layers.sentinel
+        grad = None if sentinel is None or sentinel.grad is None else local(sentinel.grad)
+        alarm = self._ticks.record(step, loss, grad, None if amp is None else amp.scale)
+        kind = StepKind(
+            grads=self._schedule.grads_due(step, force or alarm),
+            hooked=bool(self.act_every) and self._probe.armed,
+            update=self._updates.pending,
+        )
+        parts, present = self._measure(kind, loss, amp)
+        self._flush(_Tag(step, present, None), self._reduce(parts))
+        self.step += 1
+        self._rearm()
+        return kind
 
-        Per-parameter norms cross to the host (a few hundred floats at most) and are combined
-        per layer there: a segment sum in numpy costs microseconds, a chain of small torch ops
-        on CPU costs tens of them.
-        """
+    def _measure(
+        self, kind: StepKind, loss: torch.Tensor | None, amp: AmpState | None
+    ) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+        """Stage (a): what is due, as device tensors; and which parameters have a gradient."""
         parts: dict[str, torch.Tensor] = {}
-        device = self._param_list[0].device
-        present: list[int] = []
-        if grads_due:
-            parts["loss"] = _loss_value(loss)
-            present = [i for i, p in enumerate(self._param_list) if p.grad is not None]
+        params, device = self._layers.params, self._layers.device
+        present: tuple[int, ...] = ()
+        if kind.grads:
+            parts["loss"] = (
+                torch.full((1,), math.nan, device=device) if loss is None else loss.reshape(1)
+            )
+            present = tuple(i for i, p in enumerate(params) if p.grad is not None)
             if present:
-                parts["grad_norm"] = _norms([self._param_list[i].grad for i in present], device)
-        if self._weight_norms is not None:
-            parts.update(self._update_norms(device))
-        if acts_due:
-            parts.update(self._activation_rows(device))
-            self._keep_weights(device)
-        if parts:
-            host = torch.cat([t.reshape(-1).to(device, torch.float32) for t in parts.values()])
-            self._append(step, _unflatten(parts, host.cpu().numpy()), present)
+                grad_sq = squares([params[i].grad for i in present], device)
+                parts["grad_sq"] = grad_sq if amp is None else amp.unscale_squares(grad_sq)
+        if kind.update:
+            parts.update(self._updates.measure(params, device))
+        if kind.hooked:
+            parts.update(self._probe.rows(self.layers, device))
+            self._updates.keep(params, device)
+            self._schedule.sampled(self.step)
+        return parts, present
 
-    def _append(self, step: int, values: dict[str, np.ndarray], present: list[int]) -> None:
-        if "loss" in values:
-            norms = self._per_layer(values.pop("grad_norm", np.zeros(0)), present)
-            self._history.append("loss", step, values.pop("loss"))
-            self._history.append("grad_norm", step, norms)
-            self._history.append("nonfinite", step, self._count_nonfinite(norms))
-        if "update_norm" in values:
-            everything = list(range(len(self._param_list)))
-            weight = self._per_layer(values.pop("weight_norm"), everything)
-            moved = self._per_layer(values.pop("update_norm"), everything)
-            # The update belongs to the sampled step, before the optimizer moved the weights.
-            self._history.append("weight_norm", step - 1, weight)
-            ratio = np.divide(moved, weight, out=np.full_like(moved, np.nan), where=weight > 0)
-            self._history.append("update_ratio", step - 1, ratio)
-        for name, row in values.items():  # activation statistics
-            self._history.append(name, step, row)
+    def _reduce(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Stage (b): apply ``reduce_squares`` to every squared-norm part, in one call.
 
-    def _per_layer(self, norms: np.ndarray, present: list[int]) -> np.ndarray:
-        """Per-layer L2 norm from per-parameter ones: sqrt of the sum of squares (NaN: none)."""
-        owner = self._owner[present]
-        squares = np.bincount(owner, np.square(norms, dtype=np.float64), len(self._layers))
-        has_grad = np.bincount(owner, minlength=len(self._layers)) > 0
-        return np.where(has_grad, np.sqrt(squares), np.nan)
-
-    def _keep_weights(self, device: torch.device) -> None:
-        params = [p.detach() for p in self._param_list]
-        if [b.shape for b in self._before_update] != [p.shape for p in params]:
-            self._before_update = [torch.empty_like(p) for p in params]
-        torch._foreach_copy_(self._before_update, params)
-        self._weight_norms = _norms(params, device)
-
-    def _update_norms(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """Norms of the weights at the sample and of the step the optimizer took since."""
-        weight, self._weight_norms = self._weight_norms, None
-        moved = self._before_update
-        torch._foreach_sub_(moved, [p.detach() for p in self._param_list])  # in place: no copy
-        return {"weight_norm": weight, "update_norm": _norms(moved, device)}
-
-    def _activation_rows(self, device: torch.device) -> dict[str, torch.Tensor]:
-        stats = self._probe.take()
-        nan = torch.full((4,), math.nan, device=device)
-        rows = torch.stack([stats.get(layer.name, nan).to(device) for layer in self._layers])
-        return dict(zip(ACTIVATION_FIELDS, rows.T, strict=True))
-
-    def _count_nonfinite(self, norms: np.ndarray) -> np.ndarray:
-        """NaN/Inf gradient entries per layer; only counted when a norm says there are some.
-
-        A NaN norm also means "this layer got no gradient": counting over the gradients that
-        exist tells the two apart.
+        ``reduce_squares`` is None in a single process. When each process holds a shard of
+        every gradient (FSDP2), it is one ``all_reduce`` (sum) of the flat tensor of local sums
+        of squares: the per-layer norm is then the root of the global sum.
         """
-        counts = np.zeros(len(self._layers))
-        for i in np.flatnonzero(~np.isfinite(norms)):
-            grads = [p.grad for p in self._layers[i].params if p.grad is not None]
-            counts[i] = sum(int((~torch.isfinite(g)).sum()) for g in grads)
-        return counts
+        names = [name for name in _SQUARED if name in parts]
+        if self.reduce_squares is None or not names:
+            return parts
+        flat = self.reduce_squares(torch.cat([parts[name] for name in names]))
+        sizes = [parts[name].numel() for name in names]
+        return {**parts, **dict(zip(names, flat.split(sizes), strict=True))}
 
-    # -- sampling and its cost ----------------------------------------------------------------
+    def _flush(self, tag: _Tag, parts: dict[str, torch.Tensor]) -> None:
+        """Stage (c): one transfer of what is due, ticks riding along; then read what landed.
 
-    def _adapt(self, started: float, measured: bool) -> None:
-        """Widen the gradient interval when captures cost more than ``budget`` of a step."""
-        self._cost.observe(started, time.perf_counter(), measured)
-        if self.budget is None or self.step <= _WARMUP_CAPTURES:
-            return
-        needed = self._cost.capture_s / max(self.budget * self._cost.step_s, 1e-12)
-        self.grad_every = max(1, min(_MAX_GRAD_EVERY, math.ceil(needed)))
+        A step with nothing due and room left in the tick ring makes no transfer at all.
+        """
+        if parts or self._ticks.full:
+            ticks, tick_tag = self._ticks.drain()
+            self._link.send({**parts, **ticks}, _Tag(tag.step, tag.present, tick_tag))
+        for landed in self._link.receive():
+            self._append(landed.tag, landed.values)
+
+    def _drain(self) -> None:
+        """Send the ticks still on the device and wait for every transfer to land."""
+        ticks, tick_tag = self._ticks.drain()
+        if ticks:
+            self._link.send(ticks, _Tag(self.step, (), tick_tag))
+        for landed in self._link.receive(wait=True):
+            self._append(landed.tag, landed.values)
+
+    def _append(self, tag: _Tag, values: dict[str, np.ndarray]) -> None:
+        """Stage (d): per-layer values from per-parameter squares, into the history."""
+        step, layers = tag.step, self._layers
+        if tag.ticks is not None:
+            self._ticks.land(tag.ticks, values.pop("ticks"), self._emit)
+        if "loss" in values:
+            norms = layers.per_layer(values.pop("grad_sq", np.zeros(0)), list(tag.present))
+            self._emit("loss", step, values.pop("loss"))
+            self._emit("grad_norm", step, norms)
+            exact = self._link.synchronous  # the gradients are still the captured ones
+            counts = self._scope.total(layers.count_nonfinite(norms, exact), norms)
+            self._emit("nonfinite", step, counts)
+        if "update_sq" in values:
+            weight, ratio = layers.update_ratio(values.pop("weight_sq"), values.pop("update_sq"))
+            # The update belongs to the sampled step, before the optimizer moved the weights.
+            self._emit("weight_norm", step - 1, weight)
+            self._emit("update_ratio", step - 1, ratio)
+        for name, row in values.items():  # activation statistics
+            self._emit(name, step, row)
+
+    def _emit(self, name: str, step: int, values: Any) -> None:
+        """Where every recorded point leaves the recorder (one place for any other sink too)."""
+        self._history.append(name, step, values)
 
     def _rearm(self) -> None:
         """Hooks exist only for the forward pass of a sampled step."""
         self._probe.disarm()
-        if self.act_every and self.step % self.act_every == 0:
+        if self._schedule.acts_due(self.step):
             self._probe.arm()
 
     def _fix_order(self) -> None:
         """Order layers by first execution; layers that never ran keep registration order."""
         rank = {name: i for i, name in enumerate(self._probe.execution_order)}
         big = len(rank)
-        self._layers = sorted(self._all_layers, key=lambda layer: rank.get(layer.name, big))
+        check_parameters(self._layers.layers)
+        found = sorted(self._layers.layers, key=lambda layer: rank.get(layer.name, big))
+        self._layers = Layers(found)
         self._ordered = True
-        self._param_list = [p for layer in self._layers for p in layer.params]
-        self._owner = np.array([i for i, layer in enumerate(self._layers) for _ in layer.params])
         if self.layers != self._history.layers:
             self._history = History(self.layers, self._capacity)
-
-
-def _loss_value(loss: Any) -> torch.Tensor:
-    if isinstance(loss, torch.Tensor):
-        return loss.detach().reshape(-1)[:1] if loss.numel() == 1 else loss.detach().mean()
-    return torch.tensor([math.nan if loss is None else float(loss)])
-
-
-def _unflatten(parts: dict[str, torch.Tensor], flat: np.ndarray) -> dict[str, np.ndarray]:
-    """Cut the one host copy back into the named parts it was made of."""
-    values, start = {}, 0
-    for name, tensor in parts.items():
-        values[name] = flat[start : start + tensor.numel()]
-        start += tensor.numel()
-    return values
-
-
-class _CostMeter:
-    """Running estimates of one capture's cost and of a plain training step, in seconds."""
-
-    def __init__(self, smoothing: float = 0.1) -> None:
-        self.smoothing = smoothing
-        self.capture_s = 0.0
-        self.step_s = 0.0
-        self._left_at: float | None = None
-
-    def observe(self, entered: float, left: float, captured: bool) -> None:
-        if self._left_at is not None:
-            self.step_s = self._mix(self.step_s, entered - self._left_at)
-        if captured:
-            self.capture_s = self._mix(self.capture_s, left - entered)
-        self._left_at = left
-
-    def _mix(self, old: float, new: float) -> float:
-        return new if old == 0.0 else old + self.smoothing * (new - old)
+        if self._log is not None:
+            self._log.start(self._layers.layers, self._history)

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["OPTIMIZERS", "RunState", "TrainConfig"]
+__all__ = ["OPTIMIZERS", "RunState", "ScaledLR", "TrainConfig"]
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -23,6 +24,20 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ScaledLR:
+    """An optimizer factory whose learning rates are ``factor`` times those of ``factory``."""
+
+    factory: OptimizerFactory
+    factor: float
+
+    def __call__(self, params: Any) -> torch.optim.Optimizer:
+        optimizer = self.factory(params)
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * self.factor
+        return optimizer
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,10 @@ class TrainConfig:
         Interval of activation statistics and of the train-batch ``accuracy`` series.
     eval_every : int
         Interval of the ``test_accuracy`` series (also measured at the end).
+    clip_grad : float or None
+        Clip the global L2 norm of all gradients to this value before each optimizer step
+        (``torch.nn.utils.clip_grad_norm_``); ``None`` does not clip. The recorder still sees
+        the gradients as backward left them, so the diagnosis judges the real ones.
     """
 
     steps: int = 600
@@ -62,6 +81,7 @@ class TrainConfig:
     loss_fn: LossFn | None = None
     act_every: int = 10
     eval_every: int = 50
+    clip_grad: float | None = None
 
     def __post_init__(self) -> None:
         for field in ("steps", "batch_size", "act_every", "eval_every"):
@@ -71,6 +91,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1 or None, got {self.epochs}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ValueError(f"clip_grad must be positive or None, got {self.clip_grad}")
         if not callable(self.optimizer) and self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)} "

@@ -58,6 +58,8 @@ class Stepper:
         the model computes itself when its forward takes ``labels=`` (Hugging Face models),
         else cross-entropy for integer targets, MSE for floating-point ones, on the output
         or its ``.logits``.
+    clip_grad : float or None
+        Clip the global gradient norm to this before each optimizer step; ``None``: no clip.
     """
 
     def __init__(
@@ -65,8 +67,10 @@ class Stepper:
         model: nn.Module,
         optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
         loss_fn: LossFn | None,
+        clip_grad: float | None = None,
     ) -> None:
         self.model = model
+        self.clip_grad = clip_grad
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise TrainingError(
@@ -106,6 +110,9 @@ class Stepper:
         capture(loss, force=not math.isfinite(value))
         self.steps_done += 1
         if math.isfinite(value):
+            if self.clip_grad is not None:
+                # After the capture: the recorder and the diagnosis see the unclipped norms.
+                torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad)
             self.optimizer.step()
         accuracy = _accuracy(output, y) if measure_accuracy else None
         return StepResult(value, accuracy)

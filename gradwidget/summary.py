@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .history import History
+from .remedies import SETTINGS_NAMES
+from .settings import ScaledLR, TrainConfig
 
 if TYPE_CHECKING:
     from .training import Run
@@ -51,6 +53,8 @@ class RunSummary:
         First recorded step at which the loss was at or below the threshold (None: never).
     wall_time_s : float
         Seconds the run trained, pauses excluded.
+    training : str
+        The settings its training remedies set (e.g. ``"lr 5, clip 1"``); "" without any.
     """
 
     run: str
@@ -60,6 +64,7 @@ class RunSummary:
     grad_ratio: float
     steps_to_threshold: int | None
     wall_time_s: float
+    training: str = ""
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunSummary))
@@ -87,11 +92,17 @@ def summarize(run: Run, remedies: Sequence[str] = (), threshold: float | None = 
     history = run.history
     if threshold is None:
         threshold = default_threshold(history)
-    return summarize_history(run.name, remedies, history, run.wall_time, threshold)
+    training = _settings_text(run.config) if set(remedies) & set(SETTINGS_NAMES) else ""
+    return summarize_history(run.name, remedies, history, run.wall_time, threshold, training)
 
 
 def summarize_history(
-    name: str, remedies: Sequence[str], history: History, wall_time: float, threshold: float
+    name: str,
+    remedies: Sequence[str],
+    history: History,
+    wall_time: float,
+    threshold: float,
+    training: str = "",
 ) -> RunSummary:
     """Summarise a recorded ``history`` (for runs known only by their history)."""
     loss = history.loss_curve()
@@ -104,19 +115,35 @@ def summarize_history(
         # lo: a loss that dipped below the bar inside a merged bucket still counts.
         steps_to_threshold=_first_step_at_or_below(loss.steps, loss.lo[:, 0], threshold),
         wall_time_s=float(wall_time),
+        training=training,
     )
 
 
 def format_table(rows: Sequence[RunSummary]) -> str:
-    """The rows as a plain-text table with aligned columns (3 significant digits)."""
-    header = ("run", "remedies", "final loss", "accuracy", "grad ratio", "steps to bar", "time s")
-    cells = [header] + [
+    """The rows as a plain-text table with aligned columns (3 significant digits).
+
+    The training column is left out when no run used a training remedy.
+    """
+    header = ("run", "remedies", "final loss", "accuracy", "grad ratio", "steps to bar",
+              "time s", "training")  # fmt: skip
+    shown = [i for i, c in enumerate(COLUMNS) if c != "training" or any(r.training for r in rows)]
+    table = [header] + [
         tuple(_cell(name, v) for name, v in zip(COLUMNS, astuple(r), strict=True)) for r in rows
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    cells = [tuple(row[i] for i in shown) for row in table]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(shown))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _settings_text(config: TrainConfig) -> str:
+    """What training remedies set: the learning rate (or its factor) and the clipping norm."""
+    if isinstance(config.optimizer, ScaledLR):
+        text = f"lr x{config.optimizer.factor:g}"
+    else:
+        text = "own optimizer" if callable(config.optimizer) else f"lr {config.lr:g}"
+    return text + (f", clip {config.clip_grad:g}" if config.clip_grad is not None else "")
 
 
 def _cell(column: str, value: object) -> str:

@@ -188,7 +188,9 @@ class Run:
         """Read the data, build the optimizer and the recorder; False if that failed."""
         try:
             self._source = as_source(self._data)
-            self._stepper = Stepper(self.model, self._optimizer_factory(), self.config.loss_fn)
+            self._stepper = Stepper(
+                self.model, self._optimizer_factory(), self.config.loss_fn, self.config.clip_grad
+            )
             per_epoch = self._source.batches_per_epoch(self.config.batch_size)
             if self.config.epochs is not None and per_epoch is not None:
                 self.total_steps = self.config.epochs * per_epoch
@@ -242,10 +244,7 @@ class Run:
             x, y, self.recorder.capture, measure_accuracy=self.step % every == 0
         )
         self.step += 1
-        self.loss = result.loss
-        # Every step's loss, already on the host: the recorder's own loss series is only as
-        # dense as its gradient captures, which the time budget may thin out.
-        self.recorder.live.append("train_loss", self._axis_step, result.loss)
+        self.loss = result.loss  # the recorder keeps every step's loss as ``train_loss``
         if not math.isfinite(result.loss):
             return False
         if result.accuracy is not None:

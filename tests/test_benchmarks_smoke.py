@@ -64,6 +64,9 @@ def test_quick_run_times_every_required_configuration(quick: tuple[dict, str]) -
     for r in rows:
         assert r["median"] > 0 and math.isfinite(r["median"])
         assert r["p10"] <= r["p25"] <= r["median"] <= r["p75"] <= r["p90"]
+        if r["kind"].startswith("gw_"):  # the Recorder's own sampling state is reported
+            assert r["grad_every"] >= 1 and r["act_interval"] >= r["interval"]
+            assert 0 < r["transfers_per_100"] <= 100
 
 
 def test_quick_report_has_headline_and_verdicts(quick: tuple[dict, str]) -> None:

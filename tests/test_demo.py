@@ -105,4 +105,5 @@ def test_format_table_aligns_one_line_per_row() -> None:
     assert len(lines) == 2 + len(rows)
     assert lines[2].startswith("a ") and lines[3].startswith("long name")
     assert "75.0%" in lines[2]
-    assert len(COLUMNS) == 7
+    assert len(COLUMNS) == 8
+    assert "training" not in lines[0]  # shown only when a run used a training remedy

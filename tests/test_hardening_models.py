@@ -24,6 +24,10 @@ STEPS = 4  # below the recorder's warm-up: every step is captured, the last row 
 CASES = [(name, device) for device in _zoo.devices() for name in _zoo.ZOO]
 IDS = [f"{name}-{device}" for name, device in CASES]
 # (model, remedy) pairs that must refuse, and a word the reason must contain.
+_NO_BLOCK = (
+    "conv1d", "conv2d", "conv3d", "frozen", "functional", "gru", "lstm", "one_layer",
+    "relu_inplace", "tied", "transformer", "untraceable", "unused_branch",
+)  # fmt: skip
 NOT_APPLICABLE = {
     ("untraceable", "relu"): "torch.fx",
     ("relu_inplace", "relu"): "nothing to replace",
@@ -34,6 +38,18 @@ NOT_APPLICABLE = {
     ("lstm", "batchnorm"): "no hidden Linear or Conv",
     ("gru", "batchnorm"): "no hidden Linear or Conv",
     ("one_layer", "batchnorm"): "no hidden Linear or Conv",
+    **{(name, "leaky_relu"): "nothing to replace" for name in ("lstm", "gru", "transformer")},
+    **{(name, "gelu"): "nothing to replace" for name in ("lstm", "gru", "transformer")},
+    ("one_layer", "leaky_relu"): "nothing to replace",
+    ("one_layer", "gelu"): "nothing to replace",
+    ("untraceable", "leaky_relu"): "torch.fx",
+    ("untraceable", "gelu"): "torch.fx",
+    **{(name, "layernorm"): "no hidden Linear or Conv" for name in ("lstm", "gru", "one_layer")},
+    # Every hidden layer of these changes the width (or is called from forward, not a block).
+    **{
+        (name, "residual"): "no hidden block whose output has its input's shape"
+        for name in _NO_BLOCK
+    },
 }
 WRAPPERS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "data_parallel": nn.DataParallel,

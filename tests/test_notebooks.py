@@ -37,6 +37,14 @@ EXPECTED_TEXT = {
         f"{STEPS} steps recorded",  # the Hugging Face callback: every step's loss
         f"Finished {STEPS} steps",  # a BERT trained by the panel itself
     ],
+    "05_residual_connections": [
+        "x + f(x) around 19 Linear+Sigmoid blocks",
+        "WARNING vanishing: fixes to try: Residual",
+        "40-layer tanh MLP",
+        "residual accuracy",
+        "class Residual(nn.Sequential)",
+    ],
+    "06_follow_a_job": ["ddp: finished at step", "fsdp: finished at step", "['vanishing'"],
 }
 
 

@@ -145,7 +145,7 @@ def test_each_fix_toggles_and_all_three_combine_from_the_initial_copy(panels, da
     fixes = panel.fixes
     for name in ("batchnorm", "relu", "he_init"):
         fixes.buttons[name].click()
-    assert fixes.selected == gw.remedies.REMEDY_NAMES and not fixes.retrain_button.disabled
+    assert fixes.selected == ("relu", "he_init", "batchnorm") and not fixes.retrain_button.disabled
     fixes.buttons["relu"].click()
     assert fixes.selected == ("he_init", "batchnorm") and fixes.buttons["relu"].icon == ""
     fixes.buttons["relu"].click()
@@ -357,3 +357,111 @@ def test_the_refresher_thread_creates_no_widget(panels, monkeypatch) -> None:
         assert panel.updates_sent >= drawn + 2
     assert len(panel.compare.grid.children) == 2
     assert made_off_thread == []
+
+
+# -- the whole toolbox through retrain ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits() -> gw.datasets.Dataset:
+    return gw.datasets.digits()
+
+
+def test_residual_lifts_a_20_layer_sigmoid_mlp_by_40_points(panels, digits) -> None:
+    torch.manual_seed(0)
+    panel = panels(gw.models.deep_mlp(20, 64, "sigmoid"), digits, steps=300, lr=0.1)
+    panel.train()
+    panel.wait(timeout=120)
+    run = panel.retrain(["residual"])
+    assert panel.wait(timeout=120) and run.state is gw.RunState.FINISHED
+    baseline, residual = (r.run.test_accuracy for r in panel.runs)
+    assert residual - baseline >= 0.40, (baseline, residual)
+    assert panel.runs[1].name == "Residual" and panel.runs[1].remedies == ("residual",)
+    assert sum(isinstance(m, gw.remedies.Residual) for m in panel.runs[1].model.modules()) == 19
+    table = panel.comparison()
+    assert list(table["accuracy"]) == pytest.approx([baseline, residual])
+
+
+def test_clip_grad_and_lower_lr_end_a_diverging_run_finite(panels, digits) -> None:
+    torch.manual_seed(0)
+    model = gw.models.deep_mlp(4, 64, "relu")
+    panel = panels(model, digits, steps=200, lr=50.0)
+    assert panel.train().join(60) is gw.RunState.DIVERGED
+    panel.wait(timeout=5)
+    run = panel.retrain(["lower_lr", "clip_grad"])
+    assert panel.wait(timeout=60) and run.state is gw.RunState.FINISHED
+    assert np.isfinite(run.loss) and run.step == 200
+    assert (run.config.lr, run.config.clip_grad) == (5.0, 1.0)
+    assert panel.config.lr == 50.0 and panel.config.clip_grad is None  # the panel's own stay
+    record = panel.runs[1]
+    assert record.name == "Clip grad + Lower LR" and record.remedies == ("clip_grad", "lower_lr")
+    table = panel.comparison()
+    assert list(table["training"]) == ["", "lr 5, clip 1"]
+    assert "lr 5, clip 1" in panel.compare.table.value
+
+
+def test_fix_bar_groups_rivals_reasons_and_stand_ins(panels, data) -> None:
+    torch.manual_seed(0)
+    model = gw.models.deep_mlp(3, 8, "sigmoid", in_features=2, out_features=3)
+    panel = panels(model, data, steps=5, batch_size=1)
+    fixes = panel.fixes
+    for group in gw.remedies.Group:
+        box = next(b for b in fixes.children[1].children[:-1]
+                   if f"gw-fix-group-{group.value}" in b._dom_classes)  # fmt: skip
+        in_box = [b.description for b in box.children[1].children]
+        assert in_box == [r.label for r in gw.remedies.REGISTRY if r.group is group]
+    with pytest.raises(gw.RemedyNotApplicable) as why:
+        gw.remedies.check(model, "batchnorm", panel.config)
+    assert fixes.buttons["batchnorm"].disabled and fixes.buttons["batchnorm"].tooltip == str(
+        why.value
+    )
+    assert not fixes.buttons["residual"].disabled  # the 8 -> 8 layer is a block
+    fixes.suggest(["residual", "batchnorm"])
+    assert fixes.buttons["layernorm"].button_style == "warning"  # BatchNorm refused: LayerNorm
+    fixes.buttons["relu"].click()
+    fixes.buttons["gelu"].click()
+    fixes.buttons["clip_grad"].click()
+    assert fixes.selected == ("gelu", "clip_grad")  # one activation at a time
+    assert panel.retrain(["relu", "gelu"]) is None
+    assert "both change the activation" in panel.status.text
+    assert panel.retrain(["swish"]) is None and "Unknown remedy 'swish'" in panel.status.text
+    assert panel.runs == []
+
+
+def test_comparison_stays_legible_with_nine_runs() -> None:
+    from gradwidget.summary import RunSummary
+    from gradwidget.view.compare import CompareView, run_style
+
+    view = CompareView(lambda _: None)
+    history = gw.History(("a", "b"))
+    for step in range(20):
+        history.append("grad_norm", step, [1e-3, 1.0])
+        history.append("loss", step, 2.0 / (1 + step))
+    names = [f"run {i}" for i in range(9)]
+    for name in names:
+        view.add_run(name)
+    rows = [RunSummary(n, "", 0.1, 0.9, 1e-3, None, 1.0) for n in names]
+    view.update(dict.fromkeys(names, history), rows)
+    styles = [(line.colors[0], line.line_style) for line in view.loss_lines.values()]
+    assert len(set(styles)) == 9 and len({run_style(i) for i in range(40)}) == 40
+    assert not any(line.display_legend for line in view.loss_lines.values())  # it would cover them
+    for name, (colour, _) in view.styles.items():  # the table is the legend
+        assert f'<td><span style="color:{colour}">■</span></td><td>{name}</td>' in view.table.value
+    assert all(cell.layout.width == "24%" for cell in view.cells.values())  # four to a row
+    view.update({n: history for n in names[:3]}, rows[:3])
+    assert all(line.display_legend for line in view.loss_lines.values())
+    assert all(cell.layout.width == "32%" for cell in view.cells.values())
+
+
+def test_own_loop_fix_bar_says_where_each_kind_of_fix_goes(panels) -> None:
+    model = mlp(depth=4)
+    panel = panels(model)
+    panel.fixes.buttons["residual"].click()
+    panel.fixes.buttons["clip_grad"].click()
+    text = panel.status.text
+    assert "panel.remedied_model(['residual'])" in text and "Put clip_grad in your loop" in text
+    assert "gw.remedies.check(model, 'clip_grad').code" in text
+    assert "clip_grad_norm_" in gw.remedies.check(model, "clip_grad").code
+    assert isinstance(panel.remedied_model(["residual"])[2], gw.remedies.Residual)
+    with pytest.raises(ValueError, match="change the training settings, not the model"):
+        panel.remedied_model(["clip_grad"])

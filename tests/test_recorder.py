@@ -119,7 +119,7 @@ def test_hooks_removed_when_the_block_raises() -> None:
 def test_no_hooks_between_sampled_steps() -> None:
     model, shape = MODELS["mlp"][0](), MODELS["mlp"][1]
     before = _hook_state(model)
-    with Recorder(model, act_every=4) as rec:
+    with Recorder(model, act_every=4, budget=None) as rec:  # the budget may space samples
         for step in range(8):
             rec.capture(_backward(model, shape))
             armed = _hook_state(model) != before
@@ -242,17 +242,22 @@ def test_update_ratio_matches_the_optimizer_step() -> None:
 
 
 def test_adaptive_sampling_holds_the_budget_when_captures_are_costly() -> None:
-    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
     unlimited = Recorder(model, budget=None)
     # an absurdly small budget cannot be met by capturing every step
     tight = Recorder(model, budget=1e-9)
-    for _ in range(40):
+    for _ in range(400):
         model.zero_grad()
         model(torch.randn(2, 4)).sum().backward()
         unlimited.capture()
         tight.capture()
-    assert unlimited.grad_every == 1 and len(unlimited.history) == 40
-    assert tight.grad_every > 1 and len(tight.history) < 40
+    assert unlimited.grad_every == 1 and len(unlimited.history) == 400
+    assert (unlimited.act_interval, tight.act_every) == (10, 10)
+    # the first 40 captures and 20 activation samples are kept whole, then both thin out
+    steps, acts = tight.history.steps, tight.history.series("act_mean").steps
+    assert steps[:40].tolist() == list(range(40)) and len(steps) < 60
+    assert acts[:20].tolist() == list(range(0, 200, 10)) and len(acts) < 25
+    assert tight.grad_every > 1 and tight.act_interval == 10 * tight.grad_every
     unlimited.close()
     tight.close()
 
@@ -315,3 +320,27 @@ def test_gradient_captures_are_never_further_apart_than_the_interval() -> None:
         steps = rec.history.steps
     assert steps[0] == 0
     assert np.diff(steps).max() <= max(intervals)
+
+
+def test_reduce_squares_sums_squared_norms_once_per_step() -> None:
+    """Stage (b): what FSDP2 plugs an all_reduce into; here two 'ranks' with equal shards."""
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    calls = []
+
+    def two_ranks(flat: torch.Tensor) -> torch.Tensor:
+        calls.append(flat.numel())
+        return flat * 2  # as if another rank held an identical shard
+
+    with Recorder(model, act_every=1, budget=None) as rec:
+        rec.reduce_squares = two_ranks
+        for _ in range(2):
+            opt.zero_grad()
+            model(torch.randn(16, 5)).pow(2).mean().backward()
+            rec.capture()
+            expected = _oracle_norms(model, rec.layers) * math.sqrt(2)
+            np.testing.assert_allclose(rec.history.grad_norm[-1], expected, rtol=1e-5)
+            opt.step()
+    params = len(list(model.parameters()))
+    # step 0: the gradients; step 1: the gradients, and the weights and update of step 0
+    assert calls == [params, 3 * params]

@@ -123,8 +123,13 @@ MODELS = {
 }
 APPLY = {
     "relu": remedies.use_relu,
+    "leaky_relu": lambda model: remedies.use_activation(model, "leaky_relu"),
+    "gelu": lambda model: remedies.use_activation(model, "gelu"),
     "he_init": remedies.he_init,
+    "xavier_init": remedies.xavier_init,
     "batchnorm": remedies.add_batchnorm,
+    "layernorm": remedies.add_layernorm,
+    "residual": remedies.add_residual,
 }
 
 
@@ -205,8 +210,10 @@ def test_check_raises_exactly_when_applying_would(key: str, name: str) -> None:
 
 
 def test_names_and_labels() -> None:
-    assert remedies.REMEDY_NAMES == ("relu", "he_init", "batchnorm")
-    assert remedies.LABELS == {"relu": "ReLU", "he_init": "He init", "batchnorm": "BatchNorm"}
+    assert remedies.REMEDY_NAMES[:3] == ("relu", "leaky_relu", "gelu")
+    assert set(APPLY) == set(remedies.REMEDY_NAMES)  # every model remedy is tested here
+    assert remedies.LABELS["relu"] == "ReLU" and remedies.LABELS["he_init"] == "He init"
+    assert remedies.LABELS["batchnorm"] == "BatchNorm"
 
 
 def test_hooks_are_not_carried_into_the_copy() -> None:
@@ -490,7 +497,7 @@ def test_check_code_does_what_the_remedy_does(name: str) -> None:
 
 
 def test_check_unknown_name() -> None:
-    with pytest.raises(ValueError, match="relu, he_init, batchnorm"):
+    with pytest.raises(ValueError, match="choose from relu, leaky_relu, gelu, he_init"):
         remedies.check(mlp(), "dropout")
 
 
@@ -516,13 +523,13 @@ def test_apply_remedies_empty_and_unknown() -> None:
     assert_same(before, snapshot(untouched))
     assert_same(before, snapshot(model))
     assert isinstance(remedies.apply_remedies(model, "relu")[1], nn.ReLU)
-    with pytest.raises(ValueError, match="choose from relu, he_init, batchnorm"):
+    with pytest.raises(ValueError, match="choose from relu, leaky_relu"):
         remedies.apply_remedies(model, ["relu", "swish"])
 
 
 def test_inplace_relu_model_gets_every_remedy() -> None:
     model, x = build("inplace_relu")
-    remedied = remedies.apply_remedies(model, remedies.REMEDY_NAMES)
+    remedied = remedies.apply_remedies(model, ["relu", "he_init", "batchnorm"])
     assert call_order(remedied, x) == ["0.0", "0.1", "1", "2.0", "2.1", "3", "4"]
     remedied(x).sum().backward()
     assert all(p.grad is not None for p in remedied.parameters())

@@ -1,8 +1,11 @@
-"""One-click remedies for vanishing gradients: ``nn.Module -> new nn.Module``.
+"""Remedies for gradient problems: new models (``nn.Module -> nn.Module``) or new settings.
 
-Every remedy works on a deep copy: the model passed in, its parameters and its hooks are never
+Every remedy is one record of :data:`REGISTRY` (name, label, group, order, target, plan).
+Model remedies work on a deep copy: the model passed in, its parameters and its hooks are never
 changed. Forward/backward hooks (a Recorder's, or yours) are not carried into the copy, so the
 copy can be recorded on its own; torch's own hook objects (old-style weight/spectral norm) are.
+Training remedies (``clip_grad``, ``lower_lr``) return new :class:`~gradwidget.TrainConfig`
+settings instead.
 
 Layers inside torch's own composite modules (``nn.LSTM``, ``nn.MultiheadAttention``,
 ``nn.TransformerEncoderLayer`` ...) are left alone: torch reads their weights directly, so
@@ -11,47 +14,65 @@ wrapping or swapping them would break those modules or be bypassed by their fast
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from torch import nn
 
-from ._batchnorm import FeatureBatchNorm1d, plan_batchnorm
-from ._he import plan_he_init
-from ._plan import Change, Plan
-from ._relu import plan_relu
-from ._tree import copy_without_hooks
+from ._activation import TARGETS
+from ._apply import apply_remedies, apply_settings, check, split, suggest
+from ._norm import FeatureBatchNorm1d
+from ._plan import Change
+from ._registry import REGISTRY, REMEDIES, Group, Remedy, Target
+from ._residual import Residual
 
 __all__ = [
     "LABELS",
+    "REGISTRY",
+    "REMEDIES",
     "REMEDY_NAMES",
+    "SETTINGS_NAMES",
     "Change",
     "FeatureBatchNorm1d",
+    "Group",
+    "Remedy",
+    "Residual",
+    "Target",
     "add_batchnorm",
+    "add_layernorm",
+    "add_residual",
     "apply_remedies",
+    "apply_settings",
     "check",
     "he_init",
+    "split",
+    "suggest",
+    "use_activation",
     "use_relu",
+    "xavier_init",
 ]
 
-REMEDY_NAMES: tuple[str, ...] = ("relu", "he_init", "batchnorm")
-LABELS: dict[str, str] = {"relu": "ReLU", "he_init": "He init", "batchnorm": "BatchNorm"}
-# Activations first (BatchNorm wraps layers, then He init sees the final layer set).
-_CANONICAL_ORDER = ("relu", "batchnorm", "he_init")
+REMEDY_NAMES: tuple[str, ...] = tuple(r.name for r in REGISTRY if r.target is Target.MODEL)
+"""The model remedies, in display order: what ``apply_remedies`` takes."""
+SETTINGS_NAMES: tuple[str, ...] = tuple(r.name for r in REGISTRY if r.target is Target.SETTINGS)
+"""The training remedies: what ``apply_settings`` takes."""
+LABELS: dict[str, str] = {r.name: r.label for r in REGISTRY}
 
 
-def use_relu(model: nn.Module) -> nn.Module:
-    """Replace saturating activations (Sigmoid, Tanh, Hardtanh, ...) by ReLU in a copy.
+def use_activation(model: nn.Module, to: str = "relu") -> nn.Module:
+    """Swap activations for ``to`` (``"relu"``, ``"leaky_relu"`` or ``"gelu"``) in a copy.
 
-    Activation modules are swapped anywhere in the tree. Functional calls in ``forward``
-    (``torch.sigmoid``, ``F.tanh``, ``x.sigmoid()``, ...) are rewritten when ``torch.fx`` can
-    trace the model; then the result is an ``fx.GraphModule`` (it keeps the submodules and
-    their names, not the model's other methods, and Python branches are fixed as traced).
-    An activation after the last parameter layer (e.g. a final Sigmoid for BCE) is kept.
+    Saturating activations (Sigmoid, Tanh, Hardtanh, ...) are replaced by every target;
+    LeakyReLU and GELU replace ReLU too (the cure for dead units). Activation modules are
+    swapped anywhere in the tree. Functional calls in ``forward`` (``torch.sigmoid``,
+    ``F.tanh``, ``x.sigmoid()``, ...) are rewritten when ``torch.fx`` can trace the model;
+    then the result is an ``fx.GraphModule`` (it keeps the submodules and their names, not the
+    model's other methods, and Python branches are fixed as traced). An activation after the
+    last parameter layer (e.g. a final Sigmoid for BCE) is kept.
 
     Parameters
     ----------
     model : torch.nn.Module
         The model; it is not changed.
+    to : {"relu", "leaky_relu", "gelu"}
+        The activation to put in.
 
     Returns
     -------
@@ -63,7 +84,14 @@ def use_relu(model: nn.Module) -> nn.Module:
     RemedyNotApplicable
         Nothing to replace, or only functional calls that torch.fx cannot trace.
     """
-    return plan_relu(copy_without_hooks(model)).build()
+    if to not in TARGETS:
+        raise ValueError(f"Unknown activation {to!r}; choose from relu, leaky_relu, gelu.")
+    return apply_remedies(model, [to])
+
+
+def use_relu(model: nn.Module) -> nn.Module:
+    """``use_activation(model, "relu")``: ReLU in place of saturating activations."""
+    return use_activation(model, "relu")
 
 
 def he_init(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -71,26 +99,22 @@ def he_init(model: nn.Module, seed: int = 0) -> nn.Module:
 
     The output layer is re-initialised too, to keep the rule simple. Weights are drawn on the
     CPU from a ``torch.Generator`` seeded with ``seed`` (the global RNG is untouched), so a seed
-    gives the same weights on every device.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model; it is not changed.
-    seed : int
-        Seed of the generator.
-
-    Returns
-    -------
-    torch.nn.Module
-        A new model.
+    gives the same weights on every device. :func:`xavier_init` is the same with Glorot's rule.
 
     Raises
     ------
     RemedyNotApplicable
         The model has no Linear or Conv layer.
     """
-    return plan_he_init(copy_without_hooks(model), seed).build()
+    return apply_remedies(model, ["he_init"], seed=seed)
+
+
+def xavier_init(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Glorot-uniform weights (std ``sqrt(2 / (fan_in + fan_out))``), zero biases, in a copy.
+
+    Made for tanh/sigmoid networks; otherwise as :func:`he_init`.
+    """
+    return apply_remedies(model, ["xavier_init"], seed=seed)
 
 
 def add_batchnorm(model: nn.Module) -> nn.Module:
@@ -101,89 +125,42 @@ def add_batchnorm(model: nn.Module) -> nn.Module:
     works in any module tree. Conv layers get BatchNorm1d/2d/3d; Linear layers get
     :class:`FeatureBatchNorm1d`. The output layer is the last Linear/Conv registered.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model; it is not changed.
-
-    Returns
-    -------
-    torch.nn.Module
-        A new model with the same layer weights.
-
     Raises
     ------
     RemedyNotApplicable
         The model already has BatchNorm, or has no hidden Linear/Conv layer.
     """
-    return plan_batchnorm(copy_without_hooks(model)).build()
+    return apply_remedies(model, ["batchnorm"])
 
 
-def check(model: nn.Module, name: str) -> Change:
-    """Describe what remedy ``name`` would change, without touching ``model``.
+def add_layernorm(model: nn.Module) -> nn.Module:
+    """Put a LayerNorm after each Linear/Conv except the output layer, in a copy.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model.
-    name : str
-        One of ``REMEDY_NAMES``.
-
-    Returns
-    -------
-    Change
-        Summary and equivalent plain-PyTorch code.
+    For where BatchNorm does not fit: sequences, transformer-style Linear blocks, batch size 1.
+    Placed as :func:`add_batchnorm` places BatchNorm; Linear layers get ``nn.LayerNorm`` over
+    their features, Conv layers ``nn.GroupNorm(1, channels)`` (LayerNorm over channels and
+    positions).
 
     Raises
     ------
     RemedyNotApplicable
-        Exactly when applying the remedy would raise it.
-    ValueError
-        ``name`` is not a remedy.
+        The model already has BatchNorm, LayerNorm or GroupNorm, or no hidden Linear/Conv.
     """
-    return _plan(_known(name), copy_without_hooks(model), seed=0).change
+    return apply_remedies(model, ["layernorm"])
 
 
-def apply_remedies(model: nn.Module, names: Iterable[str], seed: int = 0) -> nn.Module:
-    """Apply several remedies in the order relu -> batchnorm -> he_init, on a copy.
+def add_residual(model: nn.Module) -> nn.Module:
+    """Wrap each hidden block that keeps its input's shape in ``x + f(x)``, in a copy.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model; it is not changed.
-    names : iterable of str
-        Remedies from ``REMEDY_NAMES``, in any order; duplicates are ignored. Empty gives an
-        unchanged copy.
-    seed : int
-        Seed for ``he_init``.
-
-    Returns
-    -------
-    torch.nn.Module
-        The remedied copy.
+    A block is a Linear with as many outputs as inputs, or a stride-1 Conv that keeps its
+    channels and size, with the activation (and norms, dropout) that follow it in a
+    Sequential; or a custom module whose forward is such a chain (read with torch.fx). Nested
+    modules are searched too; the output layer is never wrapped. In a Sequential the block's
+    modules become one :class:`Residual` (``"0"`` and ``"1"`` become ``"0.0"`` and ``"0.1"``).
 
     Raises
     ------
-    ValueError
-        An unknown name.
     RemedyNotApplicable
-        One of the remedies does not apply to the model (after the earlier ones).
+        No hidden block keeps its input's shape.
     """
-    chosen = {_known(name) for name in ([names] if isinstance(names, str) else names)}
-    result = copy_without_hooks(model)
-    for name in _CANONICAL_ORDER:
-        if name in chosen:
-            result = _plan(name, copy_without_hooks(result), seed).build()
-    return result
-
-
-def _known(name: str) -> str:
-    if name not in REMEDY_NAMES:
-        raise ValueError(f"Unknown remedy {name!r}; choose from {', '.join(REMEDY_NAMES)}.")
-    return name
-
-
-def _plan(name: str, model: nn.Module, seed: int) -> Plan:
-    if name == "he_init":
-        return plan_he_init(model, seed)
-    return plan_relu(model) if name == "relu" else plan_batchnorm(model)
+    return apply_remedies(model, ["residual"])

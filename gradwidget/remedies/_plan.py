@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-from torch import nn
+from typing import Any
 
 # The loop that pasted code uses to put a new module in each named slot of ``model``.
 REPLACE_LOOP = """    parent, _, child = name.rpartition(".")
@@ -21,7 +20,7 @@ class Change:
     Attributes
     ----------
     name : str
-        The remedy, one of ``REMEDY_NAMES``.
+        The remedy's registered name (``gradwidget.remedies.REGISTRY``).
     summary : str
         One line for users, e.g. ``"9 Sigmoid -> ReLU"``.
     code : str
@@ -35,10 +34,14 @@ class Change:
 
 @dataclass(frozen=True)
 class Plan:
-    """A checked remedy: its ``Change``, and ``build`` to apply it."""
+    """A checked remedy: its ``Change``, and ``build`` to apply it.
+
+    ``build`` changes the planned copy and returns it: a new model for a model remedy, new
+    training settings for a training remedy.
+    """
 
     change: Change
-    build: Callable[[], nn.Module]  # mutates the planned copy and returns the remedied model
+    build: Callable[[], Any]
 
 
 def counted(kinds: Iterable[str], noun: str = "") -> str:

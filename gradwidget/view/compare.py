@@ -19,8 +19,20 @@ from .charts import GradChart, figure, set_log_domain
 
 __all__ = ["CompareView", "to_html"]
 
-# Categorical palette (d3 category10): one colour per run in the loss overlay.
-_RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+# Categorical palette (d3 category10): one colour per run in the loss overlay; past ten runs
+# the colours repeat with another dash pattern, so no two runs draw alike up to 40.
+_RUN_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+_DASHES = ("solid", "dashed", "dotted", "dash_dotted")
+_LEGEND_MAX_RUNS = 4  # more legend entries cover the curves: the table's swatches name them
+_WIDE_CELLS_MAX_RUNS = 6  # up to two rows of three small multiples; then four to a row
+
+
+def run_style(index: int) -> tuple[str, str]:
+    """(colour, dash pattern) of the ``index``-th run of a comparison: distinct up to 40."""
+    return _RUN_COLOURS[index % len(_RUN_COLOURS)], _DASHES[index // len(_RUN_COLOURS) % 4]
 
 
 class _RunCell(w.VBox):
@@ -43,7 +55,7 @@ class _RunCell(w.VBox):
         self.remove_button.on_click(lambda _: on_remove(name))
         super().__init__(
             [w.HBox([self.remove_button]), self.chart.figure],
-            layout=w.Layout(width="32%", min_width="260px"),
+            layout=w.Layout(width="32%", min_width="220px"),
         )
 
 
@@ -64,6 +76,8 @@ class CompareView(w.VBox):
         self.scales = (bq.LinearScale(), bq.LogScale())
         self.cells: dict[str, _RunCell] = {}
         self.loss_lines: dict[str, bq.Lines] = {}
+        self.styles: dict[str, tuple[str, str]] = {}  # a run keeps its colour when others go
+        self._added = 0
         self.loss_scales = {"x": bq.LinearScale(), "y": bq.LinearScale()}
         axes = [
             bq.Axis(scale=self.loss_scales["x"], label="step"),
@@ -80,9 +94,9 @@ class CompareView(w.VBox):
     def add_run(self, name: str) -> None:
         """Make the widgets of run ``name``; call on the kernel's thread (see ``Dashboard``)."""
         self.cells[name] = _RunCell(name, self.scales, self.on_remove)
-        colour = _RUN_COLOURS[len(self.loss_lines) % len(_RUN_COLOURS)]
-        line = bq.Lines(scales=self.loss_scales, labels=[name], colors=[colour])
-        line.display_legend = True
+        colour, dash = self.styles[name] = run_style(self._added)
+        self._added += 1
+        line = bq.Lines(scales=self.loss_scales, labels=[name], colors=[colour], line_style=dash)
         self.loss_lines[name] = line
         self._show_runs()
 
@@ -95,6 +109,7 @@ class CompareView(w.VBox):
         for name in [n for n in self.cells if n not in histories]:
             close_tree(self.cells.pop(name))
             close_tree(self.loss_lines.pop(name))
+            self.styles.pop(name)
         self._show_runs()
         for name, cell in self.cells.items():
             history = histories[name]
@@ -103,10 +118,16 @@ class CompareView(w.VBox):
             cell.chart.update(history)
             self._update_loss(self.loss_lines[name], history)
         set_log_domain(self.scales[1], *(c.chart.lines.y for c in self.cells.values()))
-        self.table.value = to_html(rows)
+        self.table.value = to_html(rows, {n: c for n, (c, _) in self.styles.items()})
 
     def _show_runs(self) -> None:
+        many = len(self.cells) > _WIDE_CELLS_MAX_RUNS
         with self.hold_sync():
+            for cell in self.cells.values():
+                cell.layout.width = "24%" if many else "32%"
+                cell.chart.figure.layout.height = "160px" if many else "200px"
+            for line in self.loss_lines.values():
+                line.display_legend = len(self.loss_lines) <= _LEGEND_MAX_RUNS
             self.grid.children = tuple(self.cells.values())
             self.loss_figure.marks = list(self.loss_lines.values())
 
@@ -120,14 +141,29 @@ class CompareView(w.VBox):
             line.x, line.y = x, np.ascontiguousarray(y[0])
 
 
-def to_html(rows: Sequence[RunSummary]) -> str:
-    """A small HTML table of ``rows`` (numbers to 3 significant digits, "–" for none)."""
-    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+def to_html(rows: Sequence[RunSummary], colours: Mapping[str, str] | None = None) -> str:
+    """A small HTML table of ``rows`` (numbers to 3 significant digits, "–" for none).
+
+    ``colours`` (run name -> CSS colour) adds a first column with a swatch of each run's
+    loss-line colour: the table is the legend when there are too many runs for one on the
+    chart. The training column shows only when a run used a training remedy.
+    """
+    shown = [i for i, c in enumerate(COLUMNS) if c != "training" or any(r.training for r in rows)]
+    swatches = colours is not None
+    head = "<th></th>" * swatches + "".join(f"<th>{COLUMNS[i]}</th>" for i in shown)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in astuple(row)) + "</tr>" for row in rows
+        "<tr>"
+        + (_swatch(colours.get(row.run)) if swatches else "")
+        + "".join(f"<td>{_cell(astuple(row)[i])}</td>" for i in shown)
+        + "</tr>"
+        for row in rows
     )
     style = "border-collapse:collapse;font-size:12px"
     return f'<table style="{style}"><tr>{head}</tr>{body}</table>'
+
+
+def _swatch(colour: str | None) -> str:
+    return f'<td><span style="color:{html.escape(colour)}">■</span></td>' if colour else "<td></td>"
 
 
 def _cell(value: object) -> str:

@@ -1,4 +1,4 @@
-"""Fix buttons (ReLU, He init, BatchNorm: toggles, combinable) and "Retrain with fixes"."""
+"""The fix bar: one toggle per registered remedy, grouped by what it changes, and "Retrain"."""
 
 from __future__ import annotations
 
@@ -9,21 +9,36 @@ from torch import nn
 
 from .. import remedies
 from ..errors import RemedyNotApplicable
+from ..remedies import REGISTRY, REMEDIES, Group
+from ..settings import TrainConfig
 
 __all__ = ["FixBar"]
 
+_GROUP_TITLES = {
+    Group.ACTIVATION: "Activation",
+    Group.INITIALISATION: "Init",
+    Group.NORMALISATION: "Norm",
+    Group.ARCHITECTURE: "Architecture",
+    Group.TRAINING: "Training",
+}
 
-class FixBar(w.HBox):
-    """A toggle button per remedy and a retrain button.
+
+class FixBar(w.VBox):
+    """A toggle button per remedy, in one box per group, and a retrain button.
+
+    Within an exclusive group (one activation, one init, one norm) selecting a remedy
+    unselects the others.
 
     Parameters
     ----------
     model : torch.nn.Module
         The initial model; a remedy that cannot change it is disabled, its tooltip says why.
     on_change : callable
-        Called with the selected remedy names (in ``REMEDY_NAMES`` order) after each toggle.
+        Called with the selected remedy names (in registry order) after each toggle.
     on_retrain : callable
         Called with the selected remedy names when "Retrain with fixes" is clicked.
+    settings : TrainConfig or None
+        The runs' settings: training remedies change them (and may not apply to them).
     """
 
     def __init__(
@@ -31,41 +46,68 @@ class FixBar(w.HBox):
         model: nn.Module,
         on_change: Callable[[tuple[str, ...]], None],
         on_retrain: Callable[[tuple[str, ...]], None],
+        settings: TrainConfig | None = None,
     ) -> None:
+        self.model, self.settings = model, settings or TrainConfig()
         self.on_change, self.on_retrain = on_change, on_retrain
         self.selected: tuple[str, ...] = ()
         self.suggested: frozenset[str] = frozenset()
-        self.buttons = {name: self._fix_button(model, name) for name in remedies.REMEDY_NAMES}
+        self._stand_ins: dict[tuple[str, ...], frozenset[str]] = {}
+        self.buttons = {r.name: self._fix_button(r.name) for r in REGISTRY}
         self.retrain_button = w.Button(
-            description="Retrain with fixes", icon="repeat", layout=w.Layout(width="auto")
-        )  # the default width cuts the label to "Retrain with fi..."
+            description="Retrain with fixes",
+            icon="repeat",
+            layout=w.Layout(width="auto", flex="0 0 auto", margin="0 0 2px 0"),
+        )  # the default width (or a squeezed flex item) cuts the label to "Retrain with fi..."
         self.retrain_button.add_class("gw-retrain")
         self.retrain_button.on_click(lambda _: self.on_retrain(self.selected))
         self._retrain_reason: str | None = None
         self._restyle()
-        caption = w.HTML("<b>Fixes</b> (toggle, then retrain):")
-        super().__init__([caption, *self.buttons.values(), self.retrain_button])
+        caption = w.HTML(
+            "<b>Fixes</b> (toggle, then retrain; highlighted: what the diagnosis suggests):"
+        )
+        groups = w.HBox(
+            [*(self._group_box(group) for group in Group), self.retrain_button],
+            layout=w.Layout(flex_flow="row wrap", align_items="flex-end"),
+        )  # wraps on narrow screens; the retrain button follows the last group
+        super().__init__([caption, groups])
+        self.add_class("gw-fixes")
 
-    def _fix_button(self, model: nn.Module, name: str) -> w.Button:
-        button = w.Button(description=remedies.LABELS[name])
+    def _group_box(self, group: Group) -> w.VBox:
+        title = w.HTML(f"<small>{_GROUP_TITLES[group]}</small>")
+        buttons = [self.buttons[r.name] for r in REGISTRY if r.group is group]
+        box = w.VBox([title, w.HBox(buttons)], layout=w.Layout(margin="0 12px 0 0"))
+        box.add_class(f"gw-fix-group-{group.value}")
+        return box
+
+    def _fix_button(self, name: str) -> w.Button:
+        button = w.Button(description=remedies.LABELS[name], layout=w.Layout(width="auto"))
         button.add_class(f"gw-fix-{name}")
         try:
-            button.tooltip = remedies.check(model, name).summary
+            button.tooltip = remedies.check(self.model, name, self.settings).summary
         except RemedyNotApplicable as why:
             button.disabled, button.tooltip = True, str(why)
         button.on_click(lambda _: self.toggle(name))
         return button
 
     def toggle(self, name: str) -> None:
-        """Select ``name`` if it was not selected, else unselect it."""
-        chosen = set(self.selected) ^ {name}
-        self.selected = tuple(n for n in remedies.REMEDY_NAMES if n in chosen)
+        """Select ``name`` if it was not selected (dropping its rivals), else unselect it."""
+        group = REMEDIES[name].group
+        if name in self.selected:
+            chosen = set(self.selected) - {name}
+        else:
+            rivals = {n for n in self.selected if group.exclusive and REMEDIES[n].group is group}
+            chosen = (set(self.selected) - rivals) | {name}
+        self.selected = tuple(r.name for r in REGISTRY if r.name in chosen)
         self._restyle()
         self.on_change(self.selected)
 
     def suggest(self, names: Iterable[str]) -> None:
-        """Highlight the remedies the diagnosis recommends."""
-        suggested = frozenset(names)
+        """Highlight the remedies the diagnosis recommends (a stand-in where one cannot apply)."""
+        wanted = tuple(names)
+        if wanted not in self._stand_ins:  # checks copy the model: once per distinct advice
+            self._stand_ins[wanted] = frozenset(remedies.suggest(wanted, self.model, self.settings))
+        suggested = self._stand_ins[wanted]
         if suggested != self.suggested:
             self.suggested = suggested
             self._restyle()

@@ -21,7 +21,7 @@ from ..diagnosis import Thresholds
 from ..errors import GradWidgetError, RemedyNotApplicable
 from ..history import History
 from ..recorder import Recorder
-from ..remedies import LABELS, REMEDY_NAMES, apply_remedies
+from ..remedies import LABELS, REGISTRY, apply_remedies, apply_settings, split
 from ..training import Run, TrainConfig
 from . import _export, report
 from ._refresher import Refresher
@@ -102,7 +102,7 @@ class GradPanel(w.VBox):
         self.stop_button = _button("Stop", "stop", "gw-stop", lambda _: self.stop())
         self.status = StatusBar()
         self.live = LiveCharts(self.thresholds)
-        self.fixes = FixBar(self._initial, self._on_fixes_changed, self.retrain)
+        self.fixes = FixBar(self._initial, self._on_fixes_changed, self.retrain, self.config)
         # Joins the panel with the first run: bqplot lays out a hidden figure at zero size.
         self.compare = CompareView(self.remove_run)
         self.export_button = report.export_button(self)
@@ -127,6 +127,13 @@ class GradPanel(w.VBox):
         _WATCHED[model] = self
         return recorder
 
+    @classmethod
+    def follow(cls, path: Any, **options: Any) -> Any:
+        """A live view of the log(s) a job writes at ``path``: :class:`.follow.FollowView`."""
+        from .follow import FollowView
+
+        return FollowView(path, **options)
+
     # -- actions -------------------------------------------------------------------------
 
     def train(self) -> Run | None:
@@ -136,9 +143,18 @@ class GradPanel(w.VBox):
     def retrain(self, names: Iterable[str]) -> Run | None:
         """Start a run of the initial model with remedies ``names``, same config and seed.
 
-        Refused (None, with a status line) while another run is active: one run at a time.
+        Model remedies build the run's model (``apply_remedies``); training remedies
+        (``clip_grad``, ``lower_lr``) change the run's ``TrainConfig``. Refused (None, with a
+        status line) while another run is active (one run at a time), or for unknown or rival
+        names.
         """
-        chosen = tuple(n for n in REMEDY_NAMES if n in set(names))
+        wanted = set(names)
+        try:
+            split(wanted)
+        except ValueError as why:  # an unknown name, or two activations (inits, norms)
+            self.status.say(str(why), "warn")
+            return None
+        chosen = tuple(r.name for r in REGISTRY if r.name in wanted)
         if not chosen:
             self.status.say("Choose at least one fix to retrain with.", "warn")
             return None
@@ -149,8 +165,10 @@ class GradPanel(w.VBox):
             refusal = self._refusal()
             if refusal is None:
                 try:
-                    return self._start(label, names, self.remedied_model(names))
-                except RemedyNotApplicable as why:
+                    model_names, settings_names = split(names)
+                    config = apply_settings(self.config, settings_names)
+                    return self._start(label, names, self.remedied_model(model_names), config)
+                except (RemedyNotApplicable, ValueError) as why:
                     refusal = str(why)
             self.status.say(refusal, "warn")
             return None
@@ -164,9 +182,11 @@ class GradPanel(w.VBox):
             return f"{self._active.name!r} is still running: press Stop first (one run at a time)."
         return None
 
-    def _start(self, label: str, names: tuple[str, ...], model: nn.Module) -> Run:
+    def _start(
+        self, label: str, names: tuple[str, ...], model: nn.Module, config: TrainConfig
+    ) -> Run:
         name = unique_name(label, {r.name for r in self.runs})
-        run = Run(model, self.data, self.config, name=name)
+        run = Run(model, self.data, config, name=name)
         self.runs.append(RunRecord(name, names, model, run))
         self.compare.add_run(name)
         if self.compare not in self.children:
@@ -200,14 +220,17 @@ class GradPanel(w.VBox):
             self._tick()
         return self._active is None
 
-    def capture(self, loss: Any = None) -> None:
-        """Own-loop mode: record this step; call after ``loss.backward()``, before ``step()``."""
+    def capture(self, loss: Any = None, *, scaler: Any = None) -> None:
+        """Own-loop mode: record this step; call after ``loss.backward()``, before ``step()``.
+
+        Under AMP pass the ``torch.amp.GradScaler``: norms are then shown unscaled.
+        """
         if self.recorder is None:
             raise GradWidgetError(
                 "This panel trains the model itself; capture() is for a panel made without "
                 "data (GradPanel(model) or gw.watch(model)) around your own training loop."
             )
-        self.recorder.capture(loss)
+        self.recorder.capture(loss, scaler=scaler)
         self._refresher.poke()
 
     def remove_run(self, name: str) -> None:
@@ -223,12 +246,22 @@ class GradPanel(w.VBox):
             self.status.say(f"Removed run {name!r}.")
 
     def remedied_model(self, names: Iterable[str]) -> nn.Module:
-        """A copy of the initial model with remedies ``names`` applied (canonical order)."""
-        return apply_remedies(self._initial, tuple(names), seed=self.config.seed)
+        """A copy of the initial model with model remedies ``names`` applied (canonical order)."""
+        return apply_remedies(self._initial, tuple(names), self.config.seed, self.config)
 
     def _on_fixes_changed(self, names: tuple[str, ...]) -> None:
-        if self.recorder is not None and names:
-            self.status.say(f"Get the fixed model with panel.remedied_model({list(names)!r}).")
+        if self.recorder is None or not names:
+            return
+        model_names, settings_names = split(names)
+        text = f"Get the fixed model with panel.remedied_model({list(model_names)!r}). "
+        text = text if model_names else ""
+        if settings_names:  # the user's loop owns its optimizer and its step
+            name = settings_names[0]
+            text += (
+                f"Put {', '.join(settings_names)} in your loop: "
+                f"gw.remedies.check(model, {name!r}).code has the lines."
+            )
+        self.status.say(text.strip())
 
     # -- results -------------------------------------------------------------------------
 

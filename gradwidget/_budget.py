@@ -1,0 +1,183 @@
+"""One time budget for everything the recorder samples.
+
+A recorded run pays for four things: a tick every step (the loss and a sentinel norm), gradient
+captures, activation samples (a hooked forward pass, statistics of every layer's output and a
+copy of the weights) and the update ratio read on the step after each sample. The schedule
+measures each from the times at which ``capture`` is entered and left, and stretches the
+gradient and the activation interval by one common factor until, together with the ticks, they
+cost at most ``budget`` of a plain step. Measured in shared/NOTES.md: on a 4.4 ms MLP step one
+capture of all norms costs about 6.6 % of the step, and an activation sample about 2 ms of a
+7 ms step, so on small CPU models both intervals must widen.
+
+Every estimate is a median over a short window: on a shared machine a step now and then takes
+several times its usual time (the process was descheduled), and a mean would follow it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["Schedule", "StepKind"]
+
+_MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the cost
+# The diagnosis judges windows of 20 samples (40 loss points for a plateau), so the first ones
+# of every run are never thinned: a short run stays diagnosable whatever its cost.
+_FULL_GRADS, _FULL_SAMPLES = 40, 20
+_WARMUP_STEPS = 5  # first steps pay one-off costs; keep them out of the estimates
+_ADAPT_EVERY = 8  # steps between two decisions: the estimates move slowly anyway
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """What one ``capture`` call did, for the cost estimates."""
+
+    grads: bool  # gradient norms were captured
+    hooked: bool  # the forward pass ran with activation hooks (an activation sample)
+    update: bool  # the update ratio of the previous sample was measured
+
+
+class _Window:
+    """The median of the last ``size`` values (0 while empty)."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    @property
+    def median(self) -> float:
+        ordered = sorted(self._values)  # 32 floats: about 1 us
+        return ordered[len(ordered) // 2] if ordered else 0.0
+
+
+class Schedule:
+    """When gradients and activations are due, under one time budget.
+
+    Parameters
+    ----------
+    budget : float or None
+        Largest fraction of a plain training step that recording may cost; None: no limit
+        (gradients every step, activations every ``act_every`` steps).
+    act_every : int
+        Shortest interval between activation samples (0: none).
+    """
+
+    def __init__(self, budget: float | None, act_every: int) -> None:
+        self.budget = budget
+        self.act_every = act_every
+        self.grad_every = 1
+        self.act_interval = act_every
+        self._last_grads: int | None = None
+        self._last_acts: int | None = None
+        self._grads_taken = self._samples_taken = 0
+        self._left: float | None = None
+        self._previous: StepKind | None = None
+        # Seconds: the training step after a plain step (clean), after a gradient capture
+        # (cold cache) or after anything; a tick; a gradient capture; an activation sample.
+        self._clean, self._after_grads, self._any = _Window(), _Window(), _Window()
+        self._tick, self._grads, self._sample = _Window(), _Window(), _Window(9)
+        self._sample_excess: float | None = None  # cost of a sample until its update step
+
+    def grads_due(self, step: int, force: bool) -> bool:
+        """Whether ``step`` captures gradients (and remember it when it does).
+
+        Counted from the last capture, not ``step % grad_every``: when the interval changes, a
+        modulo schedule can leave a gap of almost twice the interval.
+        """
+        last = self._last_grads
+        due = force or last is None or step - last >= self.grad_every
+        if due:
+            self._last_grads = step
+            self._grads_taken += 1
+        return due
+
+    def acts_due(self, step: int) -> bool:
+        """Whether the forward pass of ``step`` is an activation sample."""
+        last = self._last_acts
+        return bool(self.act_every) and (last is None or step - last >= self.act_interval)
+
+    def sampled(self, step: int) -> None:
+        """Note that ``step`` took an activation sample."""
+        self._last_acts = step
+        self._samples_taken += 1
+
+    def observe(self, step: int, entered: float, left: float, kind: StepKind) -> None:
+        """Take the times of one ``capture`` call and adapt the intervals."""
+        previous, self._left = self._left, left
+        after, self._previous = self._previous, kind
+        if previous is None or step < _WARMUP_STEPS:
+            return
+        total, inside = left - previous, left - entered
+        if not kind.hooked:  # a hooked forward is part of the sample's cost
+            self._note_outside(after, total - inside)
+        if kind == _PLAIN:
+            self._tick.add(inside)
+        elif kind == _GRADS:
+            self._grads.add(inside)
+        self._note_sample(kind, total, inside)
+        if step % _ADAPT_EVERY == 0:
+            self._adapt()
+
+    def _note_outside(self, after: StepKind | None, outside: float) -> None:
+        """The training step between two captures, by what the capture before it did.
+
+        A capture reads every gradient; the optimizer step right after it then finds the cache
+        cold (in shared/NOTES.md a capture cost 2.9 % of a step alone, 6.6 % in the loop), so
+        that spill is charged to gradient captures.
+        """
+        self._any.add(outside)
+        if after == _PLAIN:
+            self._clean.add(outside)
+        elif after == _GRADS:
+            self._after_grads.add(outside)
+
+    def _note_sample(self, kind: StepKind, total: float, inside: float) -> None:
+        """A sample costs its hooked forward, its capture and the capture of the next step."""
+        beyond = inside - self._tick.median - kind.grads * self._grads.median
+        if kind.hooked:
+            self._sample_excess = (total - inside - self._plain_s) + beyond
+        elif kind.update and self._sample_excess is not None:
+            # Unclipped: step times are noisy both ways, and the median is not biased by it.
+            self._sample.add(self._sample_excess + beyond)
+            self._sample_excess = None
+
+    @property
+    def _plain_s(self) -> float:
+        """A plain training step: after a plain step; while there is none, after any."""
+        return (self._clean or self._any).median
+
+    @property
+    def _capture_s(self) -> float:
+        """A gradient capture: its own time beyond a tick, and its spill into the next step.
+
+        Until both sides of the spill are measured, it is taken to equal the capture's own
+        time, as in NOTES (every step captured leaves no plain step to compare with).
+        """
+        own = max(self._grads.median - self._tick.median, 0.0)
+        spill = own
+        if self._clean and self._after_grads:  # noisy both ways; a spill never saves time
+            spill = max(self._after_grads.median - self._clean.median, 0.0)
+        return own + spill
+
+    def _adapt(self) -> None:
+        if self.budget is None:
+            return
+        available = self.budget * self._plain_s - self._tick.median
+        sample_s = max(self._sample.median, 0.0)
+        needed = self._capture_s + (sample_s / self.act_every if self.act_every else 0.0)
+        factor = needed / available if available > 0 else math.inf
+        k = max(1, min(_MAX_FACTOR, math.ceil(factor) if math.isfinite(factor) else _MAX_FACTOR))
+        if self._grads_taken >= _FULL_GRADS:
+            self.grad_every = k
+        if self._samples_taken >= _FULL_SAMPLES:
+            self.act_interval = self.act_every * k
+
+
+_PLAIN = StepKind(grads=False, hooked=False, update=False)
+_GRADS = StepKind(grads=True, hooked=False, update=False)

@@ -1,0 +1,191 @@
+"""No event lost under sampling; one host transfer path; no host sync on a plain step.
+
+The long test drives the Recorder's real scheduling code with synthetic steps (gradients set
+directly, no forward pass), which is also the hardest case for sampling: a step costs almost
+nothing, so the time budget spaces gradient captures as far apart as it ever does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gradwidget as gw
+
+STEPS = 100_000
+BURSTS = (20_011, 50_003, 80_017)  # 20 steps each, gradients and loss x1000
+BURST_LEN, FACTOR = 20, 1000.0
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+
+
+def _set_grads(model: nn.Module, grads: list[torch.Tensor]) -> None:
+    for p, g in zip(model.parameters(), grads, strict=True):
+        p.grad = g
+
+
+def _covering(steps: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Buckets (each covers the steps after the previous bucket's step) that meet [first, last]."""
+    starts = np.concatenate([[-1], steps[:-1]]) + 1
+    return (steps >= first) & (starts <= last)
+
+
+def test_three_bursts_survive_100k_sampled_steps_at_defaults() -> None:
+    model = _tiny()
+    normal = [torch.randn_like(p) for p in model.parameters()]
+    burst = [g * FACTOR for g in normal]
+    gen = torch.Generator().manual_seed(1)
+    losses = 1.0 + 0.2 * torch.rand(4096, generator=gen)  # a noisy, healthy loss
+    in_burst = np.zeros(STEPS, bool)
+    for b in BURSTS:
+        in_burst[b : b + BURST_LEN] = True
+    _set_grads(model, normal)
+    with gw.Recorder(model) as rec:  # defaults: 3 % budget, act_every=10
+        for step in range(STEPS):
+            if in_burst[step] != in_burst[step - 1]:
+                _set_grads(model, burst if in_burst[step] else normal)
+            loss = losses[step % 4096] * (FACTOR if in_burst[step] else 1.0)
+            rec.capture(loss)
+        grad_every, h = rec.grad_every, rec.history
+    assert grad_every > 8  # sampling was on: most steps were not captured
+    base = np.array([torch.linalg.vector_norm(g).item() for g in normal])
+    grad, loss = h.series("grad_norm"), h.series("train_loss")
+    for b in BURSTS:
+        at = _covering(grad.steps, b, b + BURST_LEN - 1)
+        assert np.nanmax(grad.hi[at]) > 100 * base.max(), f"burst at {b} lost in grad_norm"
+        at = _covering(loss.steps, b, b + BURST_LEN - 1)
+        assert loss.hi[at].max() > 100 * 1.2, f"burst at {b} lost in train_loss"
+    for name in h.metrics:  # bounded, whatever the run length
+        assert len(h.series(name)) <= h.capacity
+    assert h.nbytes() < 2**20
+
+
+def test_a_single_nan_step_is_captured_on_that_step() -> None:
+    model = _tiny()
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with gw.Recorder(model, act_every=None, budget=None) as rec:
+        rec.grad_every = 1000  # as if the budget had thinned captures
+        for step in range(40):
+            model.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            if step == 33:
+                model[4].bias.grad[0] = math.nan  # the layer nearest the loss
+            rec.capture()  # no loss given: the sentinel gradient norm alone
+        h = rec.history
+    assert h.steps.tolist() == [0, 33]
+    assert h.nonfinite[-1].tolist() == [0, 0, 1]
+
+
+def test_every_step_loss_is_recorded_in_an_own_loop() -> None:
+    model = _tiny()
+    with gw.Recorder(model) as rec:
+        for step in range(50):
+            model.zero_grad()
+            model(torch.randn(8, 4)).sum().backward()
+            rec.capture(float(step))
+        h = rec.history
+    assert h.series("train_loss").steps.tolist() == list(range(50))
+    assert h.train_loss.tolist() == [float(s) for s in range(50)]
+
+
+class _HostReads:
+    """Counts the Tensor methods that read a device tensor on the host."""
+
+    NAMES = ("item", "tolist", "cpu")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = dict.fromkeys(self.NAMES, 0)
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def counted(self_: torch.Tensor, *a: object, _n: str = name, _f=original, **k: object):
+                self.calls[_n] += 1
+                return _f(self_, *a, **k)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+def _steps(model: nn.Module, rec: gw.Recorder, n: int, opt: torch.optim.Optimizer) -> None:
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    for _ in range(n):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        rec.capture(loss)
+        opt.step()
+
+
+def test_transfers_go_through_one_place_and_plain_steps_make_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = _tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    rec = gw.Recorder(model, act_every=None, budget=None)
+    _steps(model, rec, 3, opt)  # three captured steps
+    rec.grad_every = 10**6  # from now on every step is plain
+    reads = _HostReads(monkeypatch)
+    before = rec.transfers
+    _steps(model, rec, 80, opt)
+    # 80 plain steps: only the ring of per-step ticks travels, 8 steps at a time
+    assert rec.transfers - before == 10
+    assert reads.calls == {"item": 0, "tolist": 0, "cpu": 10}  # the cpu() calls are the link's
+    assert len(rec.history.series("train_loss")) == 83
+    rec.close()
+
+
+def test_transfers_per_100_steps_at_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with gw.Recorder(model) as rec:
+        _steps(model, rec, 100, opt)
+        reads = _HostReads(monkeypatch)
+        before = rec.transfers
+        _steps(model, rec, 100, opt)
+        made, calls = rec.transfers - before, dict(reads.calls)
+        h = rec.live
+        # steps with something due: gradients, an activation sample, the update after one
+        due = {*h.steps, *h.series("act_mean").steps, *(h.series("update_ratio").steps + 1)}
+        busy = sum(100 <= s < 200 for s in due)
+    # one transfer per step with something due, plus the tick ring when 8 ticks wait
+    assert busy <= made <= busy + math.ceil(100 / 8) + 1
+    assert calls == {"item": 0, "tolist": 0, "cpu": made}
+
+
+def _cuda_or_skip() -> torch.device:
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU with CUDA: this machine has none")
+    return torch.device("cuda")
+
+
+@pytest.mark.parametrize("act_every", [None, 1])
+def test_no_host_sync_in_any_step_on_cuda(act_every: int | None) -> None:
+    device = _cuda_or_skip()
+    model = _tiny().to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(16, 4, device=device), torch.randint(0, 2, (16,), device=device)
+    with gw.Recorder(model, act_every=act_every) as rec:
+        _steps_on(model, rec, opt, x, y, 3)  # warm-up: pinned buffers, the layer order
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            _steps_on(model, rec, opt, x, y, 40)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        h = rec.history  # reading the history may wait; the steps did not
+    assert h.series("train_loss").steps.tolist() == list(range(43))
+    assert np.isfinite(h.grad_norm).all()
+
+
+def _steps_on(model, rec, opt, x, y, n: int) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(n):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        rec.capture(loss)
+        opt.step()
