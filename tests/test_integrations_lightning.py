@@ -198,7 +198,7 @@ def test_other_ranks_record_without_a_panel() -> None:
     assert callback.history.series("train_loss").last[0, 0] == pytest.approx(loss.item())
 
 
-def test_fp16_steps_the_scaler_skips_are_left_out_not_diagnosed(loader) -> None:
+def test_fp16_steps_the_scaler_skips_are_recorded_as_skipped_not_diagnosed(loader) -> None:
     from lightning.pytorch.plugins import MixedPrecision
 
     # 2**24 overflows fp16 at first: the scaler skips steps and halves its scale until it fits.
@@ -206,7 +206,9 @@ def test_fp16_steps_the_scaler_skips_are_left_out_not_diagnosed(loader) -> None:
     module, callback, oracle = watched(depth=4)
     plugin = MixedPrecision("16-mixed", "cpu", scaler=scaler)
     fit(module, loader, 12, callback, oracle, plugins=[plugin])
-    applied = [row for row in oracle.rows if np.isfinite(row).all()]
-    assert 0 < len(applied) < len(oracle.rows)  # some steps overflowed, some did not
-    np.testing.assert_allclose(callback.history.grad_norm, np.stack(applied), rtol=1e-5)
-    assert "non_finite" not in [f.kind for f in gw.diagnose(callback.history)]
+    history = callback.history
+    assert_matches_torch(history, oracle)  # Inf where the gradients overflowed
+    overflowed = ~np.isfinite(np.stack(oracle.rows)).all(axis=1)
+    assert 0 < overflowed.sum() < len(overflowed)
+    assert len(history.series("amp_skipped").steps) > 0
+    assert "non_finite" not in [f.kind for f in gw.diagnose(history)]

@@ -1,8 +1,9 @@
 """What the Lightning and Hugging Face callbacks share: the recorder on the trained model.
 
 A trainer calls a callback at its own points; this object turns those calls into what
-``panel.capture(loss)`` does in an own loop: sum the loss of the micro-batches of one optimizer
-step, read the gradients once per optimizer step, write the loss of every step, and redraw.
+``panel.capture(loss, scaler=...)`` does in an own loop: sum the loss of the micro-batches of
+one optimizer step, then capture once per optimizer step (the recorder keeps every step's loss
+and reads the gradients unscaled), and redraw.
 In a notebook the recorder is the one of an own-loop :class:`~gradwidget.GradPanel` shown in
 the cell that runs ``fit``/``train``; its refresher thread redraws while that cell blocks.
 """
@@ -10,7 +11,6 @@ the cell that runs ``fit``/``train``; its refresher thread redraws while that ce
 from __future__ import annotations
 
 import importlib
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..errors import GradWidgetError
 from ..history import History
 from ..recorder import Recorder
 
-__all__ = ["GradientWatch", "overflowed", "require", "unscale_gradients"]
+__all__ = ["GradientWatch", "require"]
 
 
 def require(extra: str, *modules: str) -> Any:
@@ -35,34 +35,6 @@ def require(extra: str, *modules: str) -> Any:
         f"This integration needs the '{extra}' package, which is not installed: "
         f"pip install 'gradwidget[{extra}]'."
     )
-
-
-def unscale_gradients(scaler: Any, optimizer: torch.optim.Optimizer) -> None:
-    """Unscale fp16 gradients in place, unless the trainer already did for this step.
-
-    ``GradScaler.unscale_`` is the documented way to read true gradients before
-    ``scaler.step``, which then skips its own unscaling; calling it twice in a step raises,
-    hence the check of the optimizer's stage.
-    """
-    if scaler is None or not scaler.is_enabled():
-        return
-    from torch.amp.grad_scaler import OptState  # private to torch, stable since 1.x
-
-    state = scaler._per_optimizer_states.get(id(optimizer), {})
-    if state.get("stage", OptState.READY) is OptState.READY:
-        scaler.unscale_(optimizer)
-
-
-def overflowed(scaler: Any, optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the GradScaler found Inf/NaN in this step's unscaled gradients.
-
-    It then skips the optimizer step and lowers its scale: a routine event of fp16 training,
-    not a divergence, so such a step is left out of the record rather than diagnosed.
-    """
-    if scaler is None or not scaler.is_enabled():
-        return False
-    state = scaler._per_optimizer_states.get(id(optimizer), {})
-    return any(bool(found.item()) for found in state.get("found_inf_per_device", {}).values())
 
 
 class GradientWatch:
@@ -124,25 +96,20 @@ class GradientWatch:
             self._loss_sum = value if self._loss_sum is None else self._loss_sum + value
             self._micro_batches += 1
 
-    def capture(self, *, divide_by: float | None = None, skipped: bool = False) -> None:
+    def capture(self, *, divide_by: float | None = None, scaler: Any = None) -> None:
         """Record one optimizer step: gradients as they are now, and the step's loss.
 
         ``divide_by``: what the summed micro-batch losses are divided by (the loss scale, the
-        number of micro-batches); None: their mean. ``skipped``: the optimizer will not step
-        (an fp16 overflow): forget its loss, record nothing.
+        number of micro-batches); None: their mean. ``scaler``: the trainer's GradScaler, so
+        that norms are recorded unscaled and the steps it skips are told apart.
         """
         loss = self._step_loss(divide_by)
-        if skipped or self.recorder is None or self.recorder.closed:
+        if self.recorder is None or self.recorder.closed:
             return
-        step = self.recorder.step
-        value = None if loss is None else float(loss)
         if self.panel is not None:
-            self.panel.capture(loss)  # and wakes the panel's refresher
-        else:  # the step whose loss diverged is recorded whatever the sampling interval
-            self.recorder.capture(loss, force=value is not None and not math.isfinite(value))
-        if value is not None:
-            # Every step's loss: the gradient series may be thinned by the time budget.
-            self.recorder.live.append("train_loss", step, value)
+            self.panel.capture(loss, scaler=scaler)  # and wakes the panel's refresher
+        else:
+            self.recorder.capture(loss, scaler=scaler)
 
     def finish(self) -> None:
         """Remove the hooks (the panel stays, showing the whole run). Safe to call again."""

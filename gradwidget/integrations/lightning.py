@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..history import History
-from ._watch import GradientWatch, overflowed, require
+from ._watch import GradientWatch, require
 
 # Lightning 2.x ships as `lightning`; the standalone package as `pytorch_lightning`. Either
 # trainer calls a callback of the other's base class: it looks hooks up by name.
@@ -69,7 +69,7 @@ class GradWidgetCallback(_pl.Callback):
         # until the scaler's update() after this step.
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
-        self._watch.capture(divide_by=scale, skipped=overflowed(scaler, optimizer))
+        self._watch.capture(divide_by=scale, scaler=scaler)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._watch.finish()

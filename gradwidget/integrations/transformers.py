@@ -8,9 +8,9 @@
 Gradients are read in ``on_pre_optimizer_step``, once per optimizer step. The Trainer (5.x)
 calls it after ``accelerator.clip_grad_norm_``, which unscales fp16 gradients whether
 ``max_grad_norm`` is 0 (a norm with no clipping) or not; older versions left them scaled when
-it was 0, so they are unscaled here if still needed. With ``max_grad_norm > 0`` the norms are
-those the optimizer applies: clipped, every layer by the same factor, so the ratios between
-layers that the diagnosis reads are unchanged.
+it was 0. Given the scaler, the recorder reports them unscaled either way. With
+``max_grad_norm > 0`` the norms are those the optimizer applies: clipped, every layer by the
+same factor, so the ratios between layers that the diagnosis reads are unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..history import History
-from ._watch import GradientWatch, overflowed, require, unscale_gradients
+from ._watch import GradientWatch, require
 
 _transformers = require("transformers", "transformers")
 
@@ -71,13 +71,9 @@ class GradWidgetCallback(_transformers.TrainerCallback):
         self._watch.start(kwargs["model"], show=show, read_loss=self._read_loss)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        accelerated = kwargs.get("optimizer")
         # accelerate's AcceleratedOptimizer holds the GradScaler of fp16 training
-        scaler = getattr(accelerated, "scaler", None)
-        optimizer = getattr(accelerated, "optimizer", accelerated)
-        unscale_gradients(scaler, optimizer)
-        skipped = overflowed(scaler, optimizer)
-        self._watch.capture(divide_by=1.0 if self._presummed else None, skipped=skipped)
+        scaler = getattr(kwargs.get("optimizer"), "scaler", None)
+        self._watch.capture(divide_by=1.0 if self._presummed else None, scaler=scaler)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._watch.finish()
