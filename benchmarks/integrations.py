@@ -170,7 +170,8 @@ def main() -> None:
         f"{options.rounds} interleaved rounds of {options.steps} steps (p25-p75), one torch "
         "thread, callback defaults (3 % gradient budget, activations every 10th step).",
         "",
-        "| trainer and model | plain step | `display=False` | `display=True` (no front end) |",
+        "| trainer and model | plain step (CPU time) | `display=False` "
+        "| `display=True` (no front end) |",
         "|---|---|---|---|",
     ]
     for name, run in cases.items():
