@@ -108,6 +108,7 @@ def _run_all(
     sections: dict[str, Callable[[], Any]] = {
         "panel_throughput": lambda: ui.panel_throughput(first, s.panel_steps, s.panel_rounds),
         "ui_traffic": lambda: ui.ui_traffic(s.ui_seconds),
+        "ui_scale": lambda: ui.ui_scale(repeats=s.chart_repeats * 3),
         "first_chart": lambda: ui.first_chart_s(first, s.chart_repeats),
         "history_memory": lambda: asdict(memory.history_growth(s.history_steps)),
         "run_memory": lambda: asdict(memory.run_memory(s.run_steps)),
@@ -159,6 +160,11 @@ def _targets(rows: list[OverheadRow], results: dict[str, Any]) -> list[dict[str,
         rate, nbytes = traffic["refreshes_per_s"], traffic["bytes_per_s"]
         out.append(_target("UI refreshes/s", "<= 10", rate, rate <= 10))
         out.append(_target("UI bytes/s", f"<= {_UI_BYTES_PER_S:,}", nbytes, nbytes <= 1e6))
+    for row in results["ui_scale"] if isinstance(results.get("ui_scale"), list) else ():
+        if row["layers"] == max(r["layers"] for r in results["ui_scale"]):
+            ms = row["full_redraw_ms"]["median"]
+            what = f"UI redraw at {row['layers']} layers (ms)"
+            out.append(_target(what, "<= 20", ms, ms <= 20))
     if "growth_after_full" in history:
         grown = history["growth_after_full"]
         out.append(

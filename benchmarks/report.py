@@ -101,6 +101,7 @@ def _panel(results: dict[str, Any]) -> str:
     for key, title in (
         ("panel_throughput", "Panel-managed training vs a plain loop"),
         ("ui_traffic", "UI traffic under an own loop at full speed"),
+        ("ui_scale", "One redraw and its traffic at 10, 100 and 500 layers"),
         ("first_chart", "Time from `panel.train()` to the first chart update"),
     ):
         out.append(f"**{title}**: `{_compact(results.get(key))}`\n")

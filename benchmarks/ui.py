@@ -13,13 +13,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .interleave import spread
 from .workloads import Workload, make_batches
 
-__all__ = ["CommTap", "first_chart_s", "panel_throughput", "ui_traffic"]
+__all__ = ["CommTap", "first_chart_s", "panel_throughput", "ui_scale", "ui_traffic"]
 
 _MARKS = frozenset({"LinesModel", "HeatMapModel", "GridHeatMapModel", "ScatterModel", "BarsModel"})
 
@@ -219,3 +220,70 @@ def _wait_for_mark(tap: CommTap, start: float, timeout: float) -> float:
             return marks[0].at - start
         time.sleep(0.002)
     return float("nan")
+
+
+def _scale_names(n_layers: int) -> list[str]:
+    """A plain stack for 10 layers; blocks of 10 layers (as a transformer's) above that."""
+    if n_layers <= 10:
+        return [str(2 * i) for i in range(n_layers)]
+    return [f"blocks.{b}.fc{i}" for b in range(n_layers // 10) for i in range(10)]
+
+
+def _redraws(
+    tap: CommTap, live: Any, history: Any, repeats: int, final: bool
+) -> tuple[list[float], list]:
+    """Time ``repeats`` redraws, each after one more step; the messages they sent."""
+    rng = np.random.default_rng(1)
+    times, begin = [], time.perf_counter()
+    for _ in range(repeats):
+        step = int(history.steps[-1]) + 1
+        history.append("grad_norm", step, rng.lognormal(-3, 1, len(history.layers)))
+        snapshot = history.snapshot()
+        start = time.perf_counter()
+        live.draw(snapshot, final=final)
+        times.append(time.perf_counter() - start)
+    return times, tap.since(begin)
+
+
+def ui_scale(
+    layer_counts: tuple[int, ...] = (10, 100, 500),
+    steps: int = 2000,
+    repeats: int = 10,
+    hz: float = 10.0,
+) -> list[dict[str, Any]]:
+    """One Python redraw of the live charts, and its traffic, at 10, 100 and 500 layers.
+
+    A light redraw (lines, flow, activity) happens up to ``hz`` times a second; a full one
+    (plus the diagnosis and the heat map) once a second. Bytes/s at ``hz`` counts
+    ``hz - 1`` light and one full redraw; points are the float32 values sent.
+    """
+    from gradwidget import History, Thresholds
+    from gradwidget.view._widgets import close_tree
+    from gradwidget.view.live import LiveCharts
+
+    rows = []
+    for n in layer_counts:
+        history = History(_scale_names(n), 1024)
+        rng = np.random.default_rng(0)
+        for step in range(steps):
+            history.append("grad_norm", step, rng.lognormal(-3, 1, n))
+            history.append("loss", step, 2.0 / (1 + step))
+        with CommTap().installed() as tap:
+            live = LiveCharts(Thresholds())  # widgets on this thread, with counting comms
+        live.draw(history.snapshot(), final=True)  # the first draw shows the charts
+        light, light_sent = _redraws(tap, live, history, repeats, final=False)
+        full, full_sent = _redraws(tap, live, history, repeats, final=True)
+        per = {k: sum(m.nbytes for m in sent) / repeats for k, sent in
+               (("light", light_sent), ("full", full_sent))}  # fmt: skip
+        points = sum(m.buffer_bytes for m in full_sent) / repeats / 4
+        rows.append({
+            "layers": n,
+            "redraw_ms": spread([1000 * t for t in light]),
+            "full_redraw_ms": spread([1000 * t for t in full]),
+            "bytes_per_refresh": per["light"],
+            "bytes_per_s_at_hz": (hz - 1) * per["light"] + per["full"],
+            "points_per_full_refresh": points,
+            "hz": hz,
+        })  # fmt: skip
+        close_tree(live)
+    return rows

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import datasets, models, remedies
+from . import datasets, models, remedies, structure
 from .diagnosis import Finding, Severity, Thresholds, diagnose
 from .errors import DataError, GradWidgetError, RemedyNotApplicable, TrainingError
 from .history import History, Series
 from .log_reader import open_log
 from .recorder import Recorder
 from .remedies import apply_remedies
+from .structure import Group, LayerInfo, Structure, grouped_history, layer_groups
 from .training import Run, RunState, TrainConfig, train
 
 __version__ = "0.1.0"
@@ -24,22 +25,28 @@ __all__ = [
     "Finding",
     "GradPanel",
     "GradWidgetError",
+    "Group",
     "History",
+    "LayerInfo",
     "Recorder",
     "RemedyNotApplicable",
     "Run",
     "RunState",
     "Series",
     "Severity",
+    "Structure",
     "Thresholds",
     "TrainConfig",
     "TrainingError",
     "apply_remedies",
     "datasets",
     "diagnose",
+    "grouped_history",
+    "layer_groups",
     "models",
     "open_log",
     "remedies",
+    "structure",
     "train",
     "watch",
 ]

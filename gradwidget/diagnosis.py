@@ -14,6 +14,7 @@ from enum import IntEnum
 import numpy as np
 
 from .history import History
+from .structure import layer_groups
 
 __all__ = ["Finding", "Severity", "Thresholds", "diagnose"]
 
@@ -174,7 +175,22 @@ def _window_medians(values: np.ndarray, t: Thresholds) -> np.ndarray:
 
 
 def _listing(history: History, mask: np.ndarray, values: np.ndarray, fmt: str) -> str:
-    return ", ".join(f"{history.layers[i]} ({values[i]:{fmt}})" for i in np.flatnonzero(mask))
+    """The layers in ``mask`` with their values; a block whose every layer is in ``mask`` is
+    named once, as a block (a 12-block transformer would otherwise list 70 names)."""
+    parts, named = [], set()
+    for block in layer_groups(history.layers).blocks:
+        rows = list(block.layers)
+        if mask[rows].all():
+            low, high = np.nanmin(values[rows]), np.nanmax(values[rows])
+            text = f"block {block.short} (all {len(rows)} layers, {low:{fmt}} to {high:{fmt}})"
+            parts.append((rows[0], text))
+            named.update(rows)
+    parts += [
+        (i, f"{history.layers[i]} ({values[i]:{fmt}})")
+        for i in np.flatnonzero(mask)
+        if i not in named
+    ]
+    return ", ".join(text for _, text in sorted(parts))
 
 
 # -- gradient flow: vanishing and exploding ---------------------------------------------------

@@ -16,7 +16,13 @@ from gradwidget.view._data import (
     depth_colors,
     heat_matrix,
     log_domain,
+    log_ticks,
+    ordinal_num_ticks,
     positive,
+    spread_band,
+    step_ticks,
+    thin_every,
+    typical,
 )
 from gradwidget.view._widgets import close_tree
 from gradwidget.view.charts import FlowChart, GradChart, HeatChart
@@ -50,12 +56,15 @@ def luminance(hex_colour: str) -> float:
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 30])
-def test_depth_colours_are_sequential_from_dark_input_to_light_output(n: int) -> None:
+def test_depth_colours_run_from_blue_to_red_and_read_on_white_and_on_black(n: int) -> None:
     colours = depth_colors(n)
-    assert len(colours) == n
+    assert len(colours) == n and len(set(colours)) == n
     assert all(len(c) == 7 and c.startswith("#") for c in colours)
-    lum = [luminance(c) for c in colours]
-    assert np.all(np.diff(lum) > 0)
+    lum = np.array([luminance(c) for c in colours])
+    assert np.all((lum > 70) & (lum < 190))  # JupyterLab's dark theme is near black
+    first, last = ([int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in (colours[0], colours[-1]))
+    assert first[2] > first[0]  # the input is blue
+    assert last[0] > last[2] or n == 1  # the output red
 
 
 def test_positive_puts_nan_zero_negative_and_inf_on_the_floor() -> None:
@@ -110,6 +119,13 @@ def test_heat_matrix_is_the_mean_log10_over_each_column() -> None:
     np.testing.assert_array_equal(columns, steps[::5])
 
 
+def test_heat_matrix_leaves_missing_gradients_out_instead_of_flooring_them() -> None:
+    values = np.array([[1e-3, np.nan], [1e-1, 0.0], [np.nan, np.nan]], np.float32)
+    _, color = heat_matrix(np.arange(3), values, max_columns=3)
+    np.testing.assert_allclose(color[0], [-3, -1, np.nan])
+    assert np.isnan(color[1]).all()  # never log10(1e-12) = -12, which flattens the range
+
+
 def test_log_domain_is_never_zero_width() -> None:
     assert log_domain(np.full(5, 0.1, np.float32)) == pytest.approx((0.01, 1.0))
     assert log_domain(np.zeros(0)) == (FLOOR, 1.0)
@@ -117,21 +133,63 @@ def test_log_domain_is_never_zero_width() -> None:
     assert (low, high) == pytest.approx((1e-3, 50.0))
 
 
+@pytest.mark.parametrize(("low", "high"), [(1e-9, 10.0), (2e-4, 3e-1), (3e-3, 8e-3), (1e-3, 1e-2)])
+def test_log_ticks_are_few_inside_the_domain_and_never_the_crowded_1_to_9(low, high) -> None:
+    ticks = log_ticks(low, high)
+    assert 2 <= len(ticks) <= 5 or (len(ticks) >= 1 and high / low < 3)
+    assert np.all((ticks >= low * 0.999) & (ticks <= high * 1.001))
+    mantissas = np.round(ticks / 10.0 ** np.floor(np.log10(ticks) + 1e-9), 6)
+    assert set(mantissas) <= {1.0, 2.0, 5.0}
+
+
+def bqplot_ordinal_ticks(n: int, num_ticks: int | None) -> list[int]:
+    """The categories bqplot 0.13's ordinal axis labels (its get_ticks_from_array_or_length)."""
+    if num_ticks is None or n <= num_ticks:
+        return list(range(n))
+    return list(range(0, n, n // (num_ticks - 1)))
+
+
+@pytest.mark.parametrize("n", [3, 12, 75, 500])
+def test_thinned_ordinal_labels_fit_side_by_side_at_any_count(n: int) -> None:
+    labels = [f"h.{i}.attn.c_attn" for i in range(n)]
+    every = thin_every(labels, length_px=340, char_px=7)
+    assert every * 340 / n >= 7 * max(map(len, labels))  # the room of one label
+    shown = bqplot_ordinal_ticks(n, ordinal_num_ticks(n, every))
+    assert shown[0] == 0 and len(shown) >= 1
+    assert np.all(np.diff(shown) >= every)  # never closer than the room they need
+
+
+def test_typical_is_a_median_of_each_run_and_the_band_keeps_every_spike() -> None:
+    rng = np.random.default_rng(3)
+    steps = np.arange(600)
+    last = rng.lognormal(-3, 0.3, (600, 4)).astype(np.float32)
+    last[123, 1] = 1e4  # a one-step spike: not the typical value, but in the band
+    x, y = typical(steps, last, max_points=100)
+    assert y.shape == (4, 100) and x[-1] == 599 and x[0] == 5
+    run = last[120:126]  # the median of its first, middle and last value
+    np.testing.assert_array_equal(y[:, 20], np.median(run[[0, 2, 5]], axis=0))
+    assert y.max() < 1.0
+    band = spread_band(steps, last, last, max_points=100)
+    assert band.shape == (2, 100) and band[1].max() == np.float32(1e4)
+    np.testing.assert_allclose(band[0, 20], last[120:126].min(), rtol=1e-6)
+
+
 # -- charts ------------------------------------------------------------------------------------
 
 
-def test_grad_chart_draws_one_line_per_layer_with_every_extreme() -> None:
+def test_grad_chart_draws_one_line_per_layer_over_the_spread_of_all() -> None:
     history = filled()
     chart = GradChart(history.layers, max_points=100)
     chart.update(history)
     s = history.series("grad_norm")
     assert chart.lines.labels == list(LAYERS) and len(chart.lines.colors) == 3
     assert chart.lines.y.shape[0] == 3 and chart.lines.y.dtype == np.float32
-    assert chart.lines.x.shape[0] <= 100
-    np.testing.assert_array_equal(chart.lines.y.max(axis=1), s.hi.max(axis=0))
-    np.testing.assert_array_equal(chart.lines.y.min(axis=1), s.lo.min(axis=0))
-    assert chart.lines.x[-1] == s.steps[-1]
+    assert chart.lines.x.shape[0] <= 100 and chart.lines.x[-1] == s.steps[-1]
+    _, expected = typical(s.steps, s.last, 100)
+    np.testing.assert_array_equal(chart.lines.y, expected)
+    assert chart.band.y[1].max() == s.hi.max() and chart.band.y[0].min() == s.lo.min()
     assert chart.y_scale.min <= s.lo.min() and chart.y_scale.max >= s.hi.max()
+    assert chart.menu.layout.display == "none"  # three layers: nothing to drill into
 
 
 def test_grad_chart_waits_for_two_points_and_floors_missing_gradients() -> None:
@@ -147,6 +205,33 @@ def test_grad_chart_waits_for_two_points_and_floors_missing_gradients() -> None:
     )
 
 
+def transformer(blocks: int = 12, steps: int = 50) -> History:
+    names = ["wte", *(f"h.{b}.{p}" for b in range(blocks) for p in ("ln_1", "attn", "mlp"))]
+    history = History([*names, "ln_f"], 64)
+    rng = np.random.default_rng(4)
+    for step in range(steps):
+        history.append("grad_norm", step, rng.lognormal(-3, 1, len(history.layers)))
+    return history
+
+
+def test_grad_chart_of_a_transformer_draws_at_most_12_block_lines_and_drills_in() -> None:
+    history = transformer()
+    chart = GradChart(history.layers)
+    chart.update(history)
+    assert len(chart.lines.labels) == 12 and chart.lines.y.shape[0] == 12
+    assert chart.lines.labels[0] == "wte" and chart.lines.labels[-1] == "ln_f"
+    s = history.series("grad_norm")
+    _, per_layer = typical(s.steps, s.last, 300)
+    h0 = np.sqrt((per_layer[1:4].astype(np.float64) ** 2).sum(axis=0))
+    np.testing.assert_allclose(chart.lines.y[chart.lines.labels.index("h.0")], h0, rtol=1e-5)
+    chart.menu.value = "block:h.3"  # the view menu: one block's layers
+    assert chart.lines.labels == ["h.3.ln_1", "h.3.attn", "h.3.mlp"]
+    np.testing.assert_array_equal(chart.lines.y, per_layer[10:13])
+    chart.menu.value = "kind:attention"
+    assert len(chart.lines.labels) == 12 and chart.lines.labels[-1] == "h.11.attn"
+    assert ("Kind: norm", "kind:norm") in chart.menu.options
+
+
 def test_flow_chart_shows_the_latest_norms_the_band_and_flagged_layers() -> None:
     history = filled()
     chart = FlowChart(LAYERS, band=(1e-3, 70.0))
@@ -158,9 +243,40 @@ def test_flow_chart_shows_the_latest_norms_the_band_and_flagged_layers() -> None
     assert list(chart.flagged.x) == ["2"] and chart.flagged.y[0] == latest[1]
 
 
+def test_flow_chart_of_a_transformer_puts_blocks_along_depth_with_thinned_ticks() -> None:
+    history = transformer(blocks=40)
+    chart = FlowChart(history.layers, band=(1e-3, 70.0))
+    chart.update(history, flagged=["h.39.attn"])
+    assert list(chart.x_scale.domain) == ["wte", *(f"h.{b}" for b in range(40)), "ln_f"]
+    assert len(chart.profile.y) == 41 and list(chart.norms.x) == ["ln_f"]  # no sawtooth
+    latest = history.grad_norm[-1].astype(np.float64)
+    np.testing.assert_allclose(chart.profile.y[1], np.linalg.norm(latest[1:4]), rtol=1e-5)
+    assert list(chart.flagged.x) == ["h.39"]
+    shown = bqplot_ordinal_ticks(42, chart.x_axis.num_ticks)
+    assert 2 <= len(shown) < 42 and chart.x_axis.label.startswith("block")
+
+
+def test_a_batchnorm_mlp_draws_its_norm_layers_as_their_own_line() -> None:
+    layers = ("0", "1", "3", "4", "6")  # Linear, BatchNorm, Linear, BatchNorm, Linear
+    history = History(layers, 8)
+    history.append("grad_norm", 0, [1e-3, 1.0, 1e-2, 1.0, 1e-1])
+    chart = FlowChart(layers, band=(1e-3, 70.0))
+    chart.columns = gw_columns(layers, norm=(False, True, False, True, False))
+    chart.update(history)
+    np.testing.assert_array_equal(chart.profile.y, np.float32([1e-3, 1e-2, 1e-1]))
+    np.testing.assert_array_equal(chart.norms.y, np.float32([1.0, 1.0]))
+
+
+def gw_columns(layers, norm):
+    from gradwidget.view._depth import Columns
+
+    members = tuple((i,) for i in range(len(layers)))
+    return Columns(tuple(layers), tuple(layers), members, tuple(norm), "layer")
+
+
 def test_heat_chart_redraws_at_most_once_per_interval_unless_forced() -> None:
     history = filled(steps=900, capacity=1024)
-    chart = HeatChart(LAYERS, max_columns=200, min_interval=60.0)
+    chart = HeatChart(LAYERS, max_cells=600, min_interval=60.0)
     assert chart.update(history)
     assert chart.map.color.shape == (3, 180)  # ceil(900 / 200) = 5 steps per column
     history.append("grad_norm", 900, [1.0, 1.0, 1.0])
@@ -169,6 +285,23 @@ def test_heat_chart_redraws_at_most_once_per_interval_unless_forced() -> None:
     _, expected = heat_matrix(history.steps, history.grad_norm, 200)
     np.testing.assert_array_equal(chart.map.color, expected)
     assert len(chart.map.column) == expected.shape[1]
+    assert chart.color_scale.min == expected.min() and chart.color_scale.max == expected.max()
+
+
+def test_heat_chart_of_500_layers_has_at_most_48_rows_and_thinned_labels() -> None:
+    layers = [f"blocks.{b}.{i}" for b in range(50) for i in range(10)]
+    history = History(layers, 64)
+    rng = np.random.default_rng(5)
+    for step in range(100):
+        row = rng.lognormal(-3, 1, 500)
+        row[::7] = np.nan  # layers without a gradient do not flatten the colours
+        history.append("grad_norm", step, row)
+    chart = HeatChart(layers)
+    assert chart.update(history)
+    rows, cols = chart.map.color.shape
+    assert rows <= 48 and rows * cols <= 6000
+    shown = bqplot_ordinal_ticks(rows, chart.row_axis.num_ticks)
+    assert chart.color_scale.min > -6 and len(shown) <= 12
 
 
 def test_loss_chart_draws_loss_and_accuracy_when_recorded() -> None:
@@ -236,8 +369,10 @@ def test_compare_view_shares_scales_and_removes_runs() -> None:
     a, b = view.cells["a"].chart, view.cells["b"].chart
     assert a.x_scale is b.x_scale and a.y_scale is b.y_scale
     both = np.concatenate([a.lines.y.ravel(), b.lines.y.ravel()])
-    assert view.scales[1].min == pytest.approx(float(both.min()))
-    assert view.scales[1].max == pytest.approx(float(both.max()))
+    # the shared domain spans both runs, widened to whole decades
+    smallest, largest = float(both.min()), float(both.max())
+    assert smallest / 10 < view.scales[1].min <= smallest * (1 + 1e-6)
+    assert largest * (1 - 1e-6) <= view.scales[1].max < largest * 10
     assert len(view.loss_figure.marks) == 2
     view.cells["b"].remove_button.click()
     assert removed == ["b"]
@@ -252,3 +387,48 @@ def test_close_tree_closes_figures_marks_and_scales() -> None:
     for widget in (chart.figure, chart.lines, chart.x_scale, chart.y_scale):
         assert widget.comm is None
     assert isinstance(chart.y_scale, bq.LogScale)
+
+
+@pytest.mark.parametrize(("first", "last"), [(0, 3), (0, 119), (5, 123_456), (100, 101)])
+def test_step_ticks_are_few_round_whole_steps_inside_the_range(first, last) -> None:
+    ticks = step_ticks(first, last)
+    assert 1 <= len(ticks) <= 5 and np.all(ticks == np.round(ticks))
+    assert ticks[0] >= first and ticks[-1] <= last
+    spacing = np.unique(np.diff(ticks))
+    assert len(spacing) <= 1  # evenly spaced
+
+
+@pytest.mark.parametrize("n_layers", [10, 500])
+def test_a_refresh_sends_at_most_10k_points_whatever_the_layer_count(n_layers: int) -> None:
+    from benchmarks.ui import CommTap, _scale_names
+    from gradwidget import Thresholds
+    from gradwidget.view.live import LiveCharts
+
+    history = History(_scale_names(n_layers), 1024)
+    rng = np.random.default_rng(6)
+    for step in range(3000):
+        history.append("grad_norm", step, rng.lognormal(-3, 1, n_layers))
+        history.append("loss", step, 1.0 / (1 + step))
+    with CommTap().installed() as tap:
+        live = LiveCharts(Thresholds())
+    live.draw(history.snapshot(), final=True)  # the first draw, with the heat map
+    history.append("grad_norm", 3000, rng.lognormal(-3, 1, n_layers))
+    begin = len(tap.messages)
+    live.draw(history.snapshot(), final=True)
+    points = sum(m.buffer_bytes for m in tap.messages[begin:]) / 4  # float32 values
+    assert 1000 < points <= 10_000
+    assert len(live.dashboard.grad.lines.y) <= 12
+    close_tree(live)
+
+
+def test_with_the_model_the_flow_chart_tells_norm_layers_apart_and_names_them_in_full() -> None:
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    layers = ("0", "1", "2")
+    chart = FlowChart(layers, band=(1e-3, 70.0))
+    assert list(chart.norms.x) == []  # names alone: "1" could be anything
+    chart.set_layers(layers, model)
+    assert list(chart.norms.x) == ["1"] and list(chart.points.x) == ["0", "2"]
+    assert list(chart.points.names) == ["0 · Linear · 40 parameters", "2 · Linear · 18 parameters"]
+    assert list(chart.norms.names) == ["1 · BatchNorm1d · 16 parameters"]

@@ -74,7 +74,15 @@ def test_diagnosis_imports_numpy_only() -> None:
     tree = ast.parse(Path(diagnosis.__file__).read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imported <= {"__future__", "dataclasses", "enum", "typing", "numpy", "history"}
+    assert imported <= {
+        "__future__",
+        "dataclasses",
+        "enum",
+        "typing",
+        "numpy",
+        "history",
+        "structure",
+    }
 
 
 # -- empty and missing data -------------------------------------------------------------------

@@ -3,6 +3,7 @@ runs side by side, a stopped or killed writer is said so, and the terminal view 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -174,3 +175,17 @@ def test_terminal_view_ends_cleanly_on_ctrl_c(tmp_path):
     assert first[0].startswith("exp1 · running: step 11") and "vanishing" in first[-1]
     assert viewer.returncode == 0, err.decode()
     assert "Stopped following" in out.decode() and "Traceback" not in err.decode()
+
+
+def test_the_view_leaves_a_picture_of_its_runs_even_after_close(tmp_path, follow):
+    from matplotlib.image import imread
+
+    for name in ("ddp", "fsdp"):
+        writer, history = _writer(tmp_path / name)
+        _write(writer, history, range(12))
+        writer.close()
+    view = follow(tmp_path)
+    view.close()
+    shot = view.snapshot(dpi=40)
+    assert imread(io.BytesIO(shot.png)).shape[:2] == (shot.height, shot.width)
+    assert (shot.width, shot.height) == (480, 360)

@@ -465,3 +465,22 @@ def test_own_loop_fix_bar_says_where_each_kind_of_fix_goes(panels) -> None:
     assert isinstance(panel.remedied_model(["residual"])[2], gw.remedies.Residual)
     with pytest.raises(ValueError, match="change the training settings, not the model"):
         panel.remedied_model(["clip_grad"])
+
+
+# -- layout ------------------------------------------------------------------------------------
+
+
+def test_status_diagnosis_and_fixes_come_before_the_charts_and_compare_waits(panels, data):
+    import ipywidgets as w
+
+    panel = panels(mlp(), data, steps=STEPS, batch_size=32)
+    toolbar, live = panel.children  # no comparison area while there is nothing to compare
+    assert panel.status in toolbar.children
+    assert list(live.children) == [panel.live.diagnosis, panel.fixes, panel.live.charts]
+    panel.train()
+    assert panel.wait(timeout=30)
+    assert panel.compare not in panel.children  # one run: nothing to compare yet
+    assert isinstance(panel.live.dashboard, w.GridBox)
+    panel.retrain(["relu"])
+    assert panel.wait(timeout=30)
+    assert panel.children[-1] is panel.compare

@@ -123,7 +123,7 @@ def test_every_tutorial_ends_with_a_snapshot() -> None:
     assert notebooks
     for path in notebooks:
         last = json.loads(path.read_text())["cells"][-1]
-        assert last["cell_type"] == "code" and "".join(last["source"]).endswith("panel.snapshot()")
+        assert last["cell_type"] == "code" and "".join(last["source"]).endswith(".snapshot()")
 
 
 def test_a_long_diagnosis_is_cut_to_fit_under_the_charts(panel, drawn) -> None:

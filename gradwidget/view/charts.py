@@ -2,50 +2,47 @@
 
 Every chart has a ``figure`` to display and an ``update(history)`` that reads a snapshot and
 assigns new float32 arrays to its marks inside ``hold_sync()``: no redraw, no ``clear_output``.
-Lines get at most a few hundred points (min/max-aware decimation) so the browser keeps up.
+They read the same from 3 to 500 layers: the gradient chart draws at most 12 lines (blocks,
+or evenly spaced layers) over a band of the spread of all layers; the depth charts put blocks
+along x; tick labels are thinned so that no two touch.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import bqplot as bq
+import ipywidgets as w
 import numpy as np
 from ipywidgets import Layout
 
 from ..history import History
-from ._data import decimate_minmax, depth_colors, heat_matrix, log_domain, positive
+from ..structure import layer_groups
+from ._data import depth_colors, positive, spread_band, typical
+from ._depth import OVERVIEW, Columns, choices, depth_columns, select
+from ._figures import figure, key_html, log_axis, set_log_domain, step_axis, step_labels
+from ._ticks import depth_axis
+from .heatmap import HeatChart
 
-__all__ = ["FlowChart", "GradChart", "HeatChart", "figure", "set_log_domain"]
+__all__ = ["FlowChart", "GradChart", "HeatChart", "figure", "key_html", "set_log_domain"]
 
 _HEALTHY = "#2ca02c"
 _FLAGGED = "#d62728"
-
-
-def figure(marks: list, axes: list, css: str, title: str, height: str = "260px") -> bq.Figure:
-    """A compact figure with a stable CSS class for tests and styling."""
-    fig = bq.Figure(
-        marks=marks,
-        axes=axes,
-        title=title,
-        fig_margin={"top": 30, "bottom": 35, "left": 60, "right": 20},
-        layout=Layout(height=height, width="100%", min_width="260px"),
-        animation_duration=0,
-    )
-    fig.add_class(css)
-    return fig
-
-
-def set_log_domain(scale: bq.LogScale, *arrays: np.ndarray) -> None:
-    """Fix ``scale``'s domain to the values in ``arrays`` (auto domains can freeze a mark)."""
-    low, high = log_domain(*arrays)
-    with scale.hold_sync():
-        scale.min, scale.max = low, high
+_PROFILE = "#3a8fd8"  # mid blue: readable on a white page and on JupyterLab's dark theme
+_NORMS = "#b07cd8"
+_SPREAD = "#8c8c8c"
+_MAX_LINES = 12
 
 
 class GradChart:
-    """Gradient norm of each layer over steps: log y, one line per layer coloured by depth.
+    """Gradient norm over steps, log y: at most 12 lines over a band of all layers' spread.
+
+    Each line is a series' typical value (the median of its newest values over a few
+    buckets), so a long run does not turn lines into a zigzag; the grey band spans the
+    smallest to the largest norm of every layer, so a spike of any layer stays visible. With
+    blocks the lines are blocks (L2 over each block); a menu drills into a block or a kind.
 
     Parameters
     ----------
@@ -57,7 +54,8 @@ class GradChart:
     max_points : int
         Points per line at most.
     legend : bool
-        Show the layer names in a legend (they are always in the tooltip).
+        Show the view menu and a colour key above the figure (never over the data); the
+        names are always in the tooltip.
     """
 
     def __init__(
@@ -68,169 +66,176 @@ class GradChart:
         y_scale: bq.LogScale | None = None,
         max_points: int = 300,
         legend: bool = True,
-        title: str = "Gradient norm per layer",
-        height: str = "260px",
+        title: str = "Gradient norm ‖g‖",
+        height: str = "240px",
     ) -> None:
-        self.layers = tuple(layers)
         self.fits_scale = y_scale is None
         self.x_scale = x_scale or bq.LinearScale()
         self.y_scale = y_scale or bq.LogScale()
         self.max_points = max_points
-        self.lines = bq.Lines(
-            x=np.zeros(0, np.float32),
-            y=np.zeros(0, np.float32),
-            scales={"x": self.x_scale, "y": self.y_scale},
-            labels=list(layers),
-            colors=depth_colors(len(layers)),
-            display_legend=legend,
-            stroke_width=1.5,
-            tooltip=bq.Tooltip(fields=["name"]),
-        )
-        axes = [
-            bq.Axis(scale=self.x_scale, label="step"),
-            bq.Axis(scale=self.y_scale, side="left", tick_format=".0e", label="‖g‖"),
-        ]
-        self.figure = figure([self.lines], axes, "gw-grad-chart", title, height)
-
-    def set_layers(self, layers: Sequence[str]) -> None:
-        """Show another run's layers: relabel and recolour the lines in place, clear them."""
-        self.layers = tuple(layers)
+        self._lock = threading.RLock()  # the menu (kernel thread) and the refresher both draw
+        self._history: History | None = None
+        scales = {"x": self.x_scale, "y": self.y_scale}
         empty = np.zeros(0, np.float32)
-        with self.lines.hold_sync():
+        self.band = bq.Lines(
+            x=empty, y=np.zeros((2, 0), np.float32), scales=scales, fill="between",
+            fill_colors=[_SPREAD], fill_opacities=[0.2], colors=[_SPREAD, _SPREAD],
+            opacities=[0.5, 0.5], stroke_width=0.5, labels=["spread of all layers"],
+        )  # fmt: skip
+        self.lines = bq.Lines(
+            x=empty, y=empty, scales=scales, stroke_width=1.5,
+            tooltip=bq.Tooltip(fields=["name"]), display_legend=False,
+        )  # fmt: skip
+        self.x_axis = step_axis(self.x_scale)
+        axes = [self.x_axis, log_axis(self.y_scale)]
+        self.figure = figure([self.band, self.lines], axes, "gw-grad-chart", title, height)
+        self.menu = w.Dropdown(layout=Layout(width="190px"))
+        self.menu.add_class("gw-grad-view")
+        self.key = w.HTML(layout=Layout(flex="1 1 auto"))
+        self.key.add_class("gw-grad-key")
+        bar = w.HBox([self.menu, self.key], layout=Layout(align_items="center"))
+        self.widget = w.VBox([bar, self.figure]) if legend else self.figure
+        self.set_layers(layers)
+        self.menu.observe(self._on_menu, names="value")
+
+    def set_layers(self, layers: Sequence[str], model: Any = None) -> None:
+        """Show another run's layers (``model`` adds module types): overview, lines cleared."""
+        with self._lock:
+            self.layers = tuple(layers)
+            self.structure = layer_groups(self.layers, model)
+            options = choices(self.structure)
+            self.menu.options = options
+            self.menu.value = OVERVIEW
+            self.menu.layout.display = "none" if len(options) < 2 else ""
+            self._history = None
+            self._show(OVERVIEW)
+
+    def _on_menu(self, change: dict) -> None:
+        with self._lock:
+            self._show(change["new"])
+            if self._history is not None:
+                self.update(self._history)
+
+    def _show(self, key: str) -> None:
+        self.columns: Columns = select(self.structure, key or OVERVIEW, _MAX_LINES)
+        colours = depth_colors(len(self.columns))
+        empty = np.zeros(0, np.float32)
+        with self.lines.hold_sync(), self.band.hold_sync():
             self.lines.x, self.lines.y = empty, empty
-            self.lines.labels, self.lines.colors = list(layers), depth_colors(len(layers))
+            self.band.x, self.band.y = empty, np.zeros((2, 0), np.float32)
+            self.lines.labels, self.lines.colors = list(self.columns.labels), colours
+        self.key.value = _key_html(self.columns, colours, len(self.layers))
 
     def update(self, history: History) -> None:
         """Draw the ``grad_norm`` series of ``history`` (needs two points to draw a line)."""
         s = history.series("grad_norm")
         if len(s) < 2:
             return
-        x, y = decimate_minmax(s.steps, positive(s.lo), positive(s.hi), self.max_points)
-        with self.lines.hold_sync():
-            self.lines.x, self.lines.y = x, y
-        if self.fits_scale:
-            set_log_domain(self.y_scale, y)
+        with self._lock:
+            self._history = history
+            x, per_layer = typical(s.steps, s.last, self.max_points)
+            y = positive(self.columns.norms(per_layer.T).T)
+            band = spread_band(s.steps, s.lo, s.hi, self.max_points)
+            with self.lines.hold_sync(), self.band.hold_sync():
+                self.lines.x, self.lines.y = x, y
+                self.band.x, self.band.y = x, band
+            step_labels(self.x_axis, s.steps)
+        if self.fits_scale:  # a chart on shared scales leaves them to their owner
+            set_log_domain(self.y_scale, y, band)
+
+
+def _key_html(columns: Columns, colours: list[str], n_layers: int) -> str:
+    """The gradient chart's key: its first and last line, and the band."""
+    if not len(columns):
+        return ""
+    ends = [(columns.labels[0], colours[0]), (columns.labels[-1], colours[-1])][: len(columns)]
+    lines = key_html(ends, sep=" … " if len(columns) > 2 else " ")
+    return f"{lines} {key_html([(f'all {n_layers} layers', _SPREAD)], glyph='▇')}"
 
 
 class FlowChart:
-    """Gradient flow: each layer's latest gradient norm against depth, over a healthy band.
+    """Gradient flow: the latest gradient norm of each block (or layer) along depth, over a
+    healthy band.
 
-    The band spans ``band[0]`` to ``band[1]`` times the output layer's norm (the diagnosis
-    thresholds for vanishing and exploding); layers the diagnosis names are marked red.
+    The band spans ``band[0]`` to ``band[1]`` times the output's norm (the diagnosis
+    thresholds for vanishing and exploding); positions holding a layer the diagnosis names
+    are marked red. Normalisation layers standing alone are drawn as separate purple squares,
+    so their gains do not make a sawtooth of the weights' profile.
     """
 
     def __init__(self, layers: Sequence[str], band: tuple[float, float]) -> None:
-        self.layers = np.array(layers, dtype=str)
         self.band = band
-        x_scale, self.y_scale = bq.OrdinalScale(), bq.LogScale()
-        scales = {"x": x_scale, "y": self.y_scale}
+        self.x_scale, self.y_scale = bq.OrdinalScale(), bq.LogScale()
+        scales = {"x": self.x_scale, "y": self.y_scale}
+        no_x, no_y = np.zeros(0, str), np.zeros(0, np.float32)
         self.range = bq.Lines(
-            x=self.layers,
-            y=np.zeros((2, 0), np.float32),
-            scales=scales,
-            fill="between",
-            fill_colors=[_HEALTHY],
-            fill_opacities=[0.15],
-            colors=[_HEALTHY, _HEALTHY],
-            stroke_width=0.5,
-            labels=["healthy range"],
-        )
-        self.profile = bq.Lines(
-            x=self.layers,
-            y=np.zeros(0, np.float32),
-            scales=scales,
-            marker="circle",
-            colors=["#333"],
-        )
-        self.flagged = bq.Scatter(
-            x=np.zeros(0, self.layers.dtype), y=np.zeros(0, np.float32), scales=scales
-        )
-        self.flagged.colors = [_FLAGGED]
-        axes = [
-            bq.Axis(scale=x_scale, label="layer (input → output)"),
-            bq.Axis(scale=self.y_scale, side="left", tick_format=".0e", label="‖g‖"),
-        ]
-        marks = [self.range, self.profile, self.flagged]
-        self.figure = figure(marks, axes, "gw-flow-chart", "Gradient flow (latest step)")
+            x=no_x, y=np.zeros((2, 0), np.float32), scales=scales, fill="between",
+            fill_colors=[_HEALTHY], fill_opacities=[0.15], colors=[_HEALTHY, _HEALTHY],
+            stroke_width=0.5, labels=["healthy range"],
+        )  # fmt: skip
+        # Hovering a point names the block or layer in full (type and size with a model).
+        tooltip = bq.Tooltip(fields=["name", "y"], formats=["", ".2e"], labels=["", "‖g‖"])
+        self.profile = bq.Lines(x=no_x, y=no_y, scales=scales, colors=[_PROFILE])
+        self.points = bq.Scatter(
+            x=no_x, y=no_y, scales=scales, colors=[_PROFILE], default_size=24,
+            display_names=False, tooltip=tooltip,
+        )  # fmt: skip
+        # Points, not a line: a norm layer's gain is not on the weights' depth trend, and a
+        # one-point Lines mark is drawn at y = NaN by bqplot.
+        self.norms = bq.Scatter(
+            x=no_x, y=no_y, scales=scales, marker="square", default_size=36, colors=[_NORMS],
+            display_names=False, tooltip=tooltip,
+        )  # fmt: skip
+        self.flagged = bq.Scatter(x=no_x, y=no_y, scales=scales, colors=[_FLAGGED])
+        self.x_axis = bq.Axis(scale=self.x_scale)
+        axes = [self.x_axis, log_axis(self.y_scale)]
+        marks = [self.range, self.profile, self.points, self.norms, self.flagged]
+        self.figure = figure(marks, axes, "gw-flow-chart", "Gradient flow ‖g‖ (latest step)")
+        self.set_layers(layers)
 
-    def set_layers(self, layers: Sequence[str]) -> None:
-        """Show another run's layers along the x axis, with nothing drawn yet."""
-        self.layers = np.array(layers, dtype=str)
+    def set_layers(self, layers: Sequence[str], model: Any = None) -> None:
+        """Show another run's layers along the x axis (``model`` adds module types and
+        parameter counts to the tooltips), with nothing drawn yet."""
+        self.layers = tuple(layers)
+        self.columns = depth_columns(layer_groups(self.layers, model))
+        labels = np.array(self.columns.labels, dtype=str)
+        weights, norms = self._split(labels)
+        tips_weights, tips_norms = self._split(np.array(self.columns.tooltips, dtype=str))
         with self.profile.hold_sync(), self.range.hold_sync(), self.flagged.hold_sync():
+            self.x_scale.domain = list(labels)
             # y must match x in length at every moment the browser may see
-            self.range.x, self.range.y = self.layers, np.ones((2, len(layers)), np.float32)
-            self.profile.x, self.profile.y = self.layers, np.ones(len(layers), np.float32)
-            self.flagged.x, self.flagged.y = self.layers[:0], np.zeros(0, np.float32)
+            self.range.x, self.range.y = labels, np.ones((2, len(labels)), np.float32)
+            self.profile.x, self.profile.y = weights, np.ones(len(weights), np.float32)
+            self.points.x, self.points.y = weights, np.ones(len(weights), np.float32)
+            self.points.names = tips_weights
+            self.norms.x, self.norms.y = norms, np.ones(len(norms), np.float32)
+            self.norms.names = tips_norms
+            self.flagged.x, self.flagged.y = labels[:0], np.zeros(0, np.float32)
+        depth_axis(self.x_axis, self.columns)
+
+    def _split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        is_norm = np.array(self.columns.norm, bool)
+        if is_norm.all():  # only norms (or nothing): draw them as the profile
+            is_norm = np.zeros_like(is_norm)
+        return values[~is_norm], values[is_norm]
 
     def update(self, history: History, flagged: Sequence[str] = ()) -> None:
-        """Draw the newest ``grad_norm`` row and mark the layers in ``flagged``."""
+        """Draw the newest ``grad_norm`` row and mark the positions holding ``flagged``."""
         s = history.series("grad_norm")
         if len(s) == 0:
             return
-        latest = positive(s.last[-1])
-        band = np.outer(self.band, np.full(len(latest), latest[-1], np.float32))
-        hit = np.isin(self.layers, list(flagged))
-        with self.profile.hold_sync(), self.range.hold_sync(), self.flagged.hold_sync():
-            self.profile.y = latest
-            self.range.y = band.astype(np.float32)
-            self.flagged.x, self.flagged.y = self.layers[hit], latest[hit]
-        set_log_domain(self.y_scale, latest, band)
-
-
-class HeatChart:
-    """Layer x step heat map of log10 gradient norm, redrawn at most every ``min_interval`` s.
-
-    Needs two layers and two steps (a one-layer model has no flow to map).
-    """
-
-    def __init__(self, layers: Sequence[str], max_columns: int = 200, min_interval: float = 1.0):
-        self.max_columns, self.min_interval = max_columns, min_interval
-        self._last_draw = -np.inf
-        rows = _heat_rows(layers)
-        row_scale = bq.OrdinalScale(reverse=True)  # input layer at the top
-        column_scale, color_scale = bq.LinearScale(), bq.ColorScale(scheme="viridis")
-        self.map = bq.GridHeatMap(
-            color=np.zeros((len(rows), 0), np.float32),
-            row=rows,
-            column=np.zeros(0, np.float32),
-            scales={"row": row_scale, "column": column_scale, "color": color_scale},
-            stroke=None,
+        latest = positive(self.columns.norms(s.last[-1]))
+        finite = latest[latest > np.float32(1e-12)]
+        output = finite[-1] if finite.size else np.float32(1.0)
+        band = np.outer(self.band, np.full(len(latest), output, np.float32)).astype(np.float32)
+        names = set(flagged)
+        hit = np.array(
+            [any(self.layers[i] in names for i in m) for m in self.columns.members], bool
         )
-        axes = [
-            bq.Axis(scale=column_scale, label="step"),
-            bq.Axis(scale=row_scale, side="left"),
-            bq.ColorAxis(scale=color_scale, label="log10 ‖g‖", side="right"),
-        ]
-        self.figure = figure([self.map], axes, "gw-heatmap", "log10 gradient norm")
-
-    def set_layers(self, layers: Sequence[str]) -> None:
-        """Show another run's layers as rows, with no column drawn yet."""
-        with self.map.hold_sync():
-            self.map.row, self.map.column = None, None  # validators compare them to color
-            rows = _heat_rows(layers)
-            self.map.color = np.zeros((len(rows), 0), np.float32)
-            self.map.row = rows
-        self._last_draw = -np.inf
-
-    def update(self, history: History, force: bool = False) -> bool:
-        """Redraw unless the last redraw is too recent (``force`` skips the wait); True if drawn."""
-        now = time.monotonic()
-        s = history.series("grad_norm")
-        # bqplot squeezes a single row or column out of the matrix and then rejects it.
-        drawable = len(s) >= 2 and s.last.shape[1] >= 2
-        if not drawable or (not force and now - self._last_draw < self.min_interval):
-            return False
-        columns, color = heat_matrix(s.steps, s.last, self.max_columns)
-        with self.map.hold_sync():
-            self.map.column = None  # the validator checks the column count against the color
-            self.map.color = color
-            self.map.column = columns
-        self._last_draw = now
-        return True
-
-
-def _heat_rows(layers: Sequence[str]) -> np.ndarray:
-    """Row labels of the heat map; two blank rows before any layer is known, because
-    bqplot's GridHeatMap model fails to initialise on a colour matrix with no row, and
-    squeezes a single row away."""
-    return np.array(layers or [" ", "  "], dtype=str)
+        labels = np.array(self.columns.labels, dtype=str)
+        weights, norms = self._split(latest)
+        with self.profile.hold_sync(), self.range.hold_sync(), self.flagged.hold_sync():
+            self.profile.y, self.points.y, self.norms.y = weights, weights, norms
+            self.range.y = band
+            self.flagged.x, self.flagged.y = labels[hit], latest[hit]
+        set_log_domain(self.y_scale, latest, band)

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import ipywidgets as w
 
 from ..diagnosis import Finding
 from ..history import History
+from ._ticks import MIN_CHART_PX
 from .charts import FlowChart, GradChart, HeatChart
 from .metrics import ActivityChart, LossChart
 
 __all__ = ["Dashboard"]
 
 
-def _row(*children: w.Widget) -> w.HBox:
-    # A Layout per box: closing one panel closes its layouts, so none may be shared.
-    return w.HBox(children, layout=w.Layout(width="100%", flex_flow="row wrap"))
+class Dashboard(w.GridBox):
+    """Gradient, flow, heat map, loss and activity charts of one run's layers, in a grid.
 
-
-class Dashboard(w.VBox):
-    """Gradient, flow, heat map, loss and activity charts of one run's layers.
+    The grid puts as many columns as fit at ``MIN_CHART_PX`` or more each (two on a
+    1,400 px page), so the depth axes always have the room their thinned labels assume.
 
     Built once, on the kernel's thread: widgets created from another thread can reach the
     browser before the models they refer to, and their views break. A new run's layers are
@@ -39,19 +39,21 @@ class Dashboard(w.VBox):
         self.grad, self.flow = GradChart(layers), FlowChart(layers, band)
         self.heat, self.loss, self.activity = HeatChart(layers), LossChart(), ActivityChart(layers)
         self.flagged: tuple[str, ...] = ()
-        super().__init__(
-            [
-                _row(self.grad.figure, self.flow.figure),
-                _row(self.loss.figure, self.activity.figure),
-                self.heat.figure,
-            ]
+        # A Layout per box: closing one panel closes its layouts, so none may be shared.
+        layout = w.Layout(
+            width="100%",
+            grid_template_columns=f"repeat(auto-fill, minmax({MIN_CHART_PX}px, 1fr))",
+            grid_gap="4px 12px",
         )
+        charts = [self.grad.widget, self.flow.figure, self.heat.figure]
+        super().__init__([*charts, self.loss.widget, self.activity.widget], layout=layout)
+        self.add_class("gw-dashboard")
 
-    def set_layers(self, layers: Sequence[str]) -> None:
+    def set_layers(self, layers: Sequence[str], model: Any = None) -> None:
         """Show another run's layers in every chart, with nothing drawn yet."""
         self.layers, self.flagged = tuple(layers), ()
         for chart in (self.grad, self.flow, self.heat, self.activity):
-            chart.set_layers(layers)
+            chart.set_layers(layers, model)
 
     def update(self, history: History, force: bool = False) -> None:
         """Redraw from ``history``; the heat map only if due or ``force``."""

@@ -33,7 +33,7 @@ def _render_one(finding: Finding, labels: dict[str, str]) -> str:
         )
     if finding.evidence:
         numbers = ", ".join(f"{html.escape(k)} = {v:.3g}" for k, v in finding.evidence.items())
-        parts.append(f'<span style="color:#666">{numbers}</span>')
+        parts.append(f'<span style="opacity:0.75">{numbers}</span>')
     if finding.remedies:
         parts.append("Try: " + ", ".join(labels.get(r, r) for r in finding.remedies))
     return '<div style="margin-bottom:6px">' + "<br>".join(parts) + "</div>"
@@ -43,7 +43,9 @@ class DiagnosisBox(w.HTML):
     """An HTML widget (css ``gw-diagnosis``) showing the latest findings."""
 
     def __init__(self, labels: dict[str, str]) -> None:
-        super().__init__(value="<i>Waiting for gradients…</i>")
+        # Bounded, so a long list of findings never pushes the fix controls off the screen.
+        layout = w.Layout(max_height="210px", overflow="auto", width="100%")
+        super().__init__(value="<i>Waiting for gradients…</i>", layout=layout)
         self.labels = labels
         self.findings: tuple[Finding, ...] = ()
         self.add_class("gw-diagnosis")

@@ -22,6 +22,7 @@ from ._refresher import Refresher
 from ._widgets import close_tree
 from .compare import CompareView
 from .live import LiveCharts
+from .snapshot import Snapshot, picture
 from .status import StatusBar
 
 __all__ = ["FollowView"]
@@ -66,7 +67,8 @@ class FollowView(w.VBox):
         self._hidden: set[str] = set()  # runs removed from the comparison
         self._statuses: dict[str, LogStatus] = {}
         self.status = StatusBar()
-        self.live = LiveCharts(Thresholds())
+        self.thresholds = Thresholds()
+        self.live = LiveCharts(self.thresholds)
         self.chooser = w.ToggleButtons(options=list(self.readers))
         self.chooser.observe(self._on_choice, names="value")
         self.compare = CompareView(self._drop)
@@ -101,6 +103,13 @@ class FollowView(w.VBox):
     def history(self, name: str | None = None) -> History:
         """A snapshot of run ``name`` (default: the one on show)."""
         return self.readers[name or self.shown].history.snapshot()
+
+    def snapshot(self, dpi: int = 100) -> Snapshot:
+        """A PNG of the followed runs (needs ``gradwidget[snapshot]``); works after close()."""
+        with self._lock:
+            kept = [name for name in self.readers if name not in self._hidden]
+            shown = {name: self.readers[name].history.snapshot() for name in kept}
+        return picture(shown, self.thresholds, dpi)
 
     def close(self) -> None:
         """Stop polling, close the logs (the files stay) and every widget."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import ipywidgets as w
 
 from ..diagnosis import Finding, Thresholds, diagnose
-from ..history import History
+from ..history import History, Series
 from ..remedies import LABELS
 from .dashboard import Dashboard
 from .findings import DiagnosisBox
@@ -18,40 +19,49 @@ _HEAVY_EVERY_S = 1.0  # the diagnosis (and with it the heat map): at most this o
 
 
 class LiveCharts(w.VBox):
-    """Dashboard of charts plus the diagnosis box; the dashboard follows the run's layers.
+    """The diagnosis box on top, then the dashboard of charts, which follows the run's layers.
 
     Parameters
     ----------
     thresholds : Thresholds
         Rules of the diagnosis; its vanishing and exploding ratios bound the flow chart's band.
+    beside : ipywidgets.Widget, optional
+        Shown right under the diagnosis, above the charts (the panel's fix controls), so
+        the verdict and what to do about it are read first, without scrolling.
     """
 
-    def __init__(self, thresholds: Thresholds) -> None:
+    def __init__(self, thresholds: Thresholds, beside: w.Widget | None = None) -> None:
         self.thresholds = thresholds
         self.dashboard = Dashboard((), self._band)  # here, on the kernel's thread: see Dashboard
         self.findings: tuple[Finding, ...] = ()
         self._last_heavy = -float("inf")
         self.charts = w.VBox([w.HTML("<i>The charts appear with the first training step.</i>")])
         self.diagnosis = DiagnosisBox(LABELS)
-        super().__init__([self.charts, self.diagnosis])
+        top = [self.diagnosis] if beside is None else [self.diagnosis, beside]
+        super().__init__([*top, self.charts])
 
     def restart(self) -> None:
         """A new run is on show: diagnose it at its first draw."""
         self._last_heavy = -float("inf")
 
-    def draw(self, snapshot: History, final: bool) -> bool:
-        """Redraw from ``snapshot``; True if the diagnosis ran too (due, or ``final``)."""
-        if len(snapshot) == 0:
+    def draw(self, snapshot: History, final: bool, model: Any = None) -> bool:
+        """Redraw from ``snapshot``; True if the diagnosis ran too (due, or ``final``).
+
+        ``model``, when known, gives the charts each layer's module type and parameter count
+        (tooltips, norm layers told apart); the layer names alone suffice otherwise.
+        """
+        frozen = _ReadOnce(snapshot)
+        if len(frozen) < 2:  # every chart needs two steps: a half-drawn view breaks in bqplot
             return False
         if self.dashboard.layers != snapshot.layers:
-            self.dashboard.set_layers(snapshot.layers)
+            self.dashboard.set_layers(snapshot.layers, model)
         heavy = final or time.monotonic() - self._last_heavy >= _HEAVY_EVERY_S
         if heavy:
             self._last_heavy = time.monotonic()
             self.findings = tuple(diagnose(snapshot, self.thresholds))
             self.diagnosis.show(self.findings)
             self.dashboard.flag(self.findings)
-        self.dashboard.update(snapshot, force=final)
+        self.dashboard.update(frozen, force=final)  # type: ignore[arg-type]
         if self.charts.children != (self.dashboard,):
             # Shown only once it holds data: a bqplot view created from a half-set state
             # (layers known, values not yet) fails in the browser.
@@ -61,3 +71,24 @@ class LiveCharts(w.VBox):
     @property
     def _band(self) -> tuple[float, float]:
         return (self.thresholds.vanishing_ratio, self.thresholds.exploding_ratio)
+
+
+class _ReadOnce:
+    """A snapshot whose series are each read (copied) once per redraw: every chart reads
+    ``grad_norm``, and at 500 layers one read copies 6 MB."""
+
+    def __init__(self, snapshot: History) -> None:
+        self.snapshot, self.layers = snapshot, snapshot.layers
+        self._read: dict[str, Series] = {}
+
+    def series(self, name: str) -> Series:
+        if name not in self._read:
+            self._read[name] = self.snapshot.series(name)
+        return self._read[name]
+
+    def loss_curve(self) -> Series:
+        dense = self.series("train_loss")
+        return dense if len(dense) else self.series("loss")
+
+    def __len__(self) -> int:
+        return len(self.series("grad_norm"))

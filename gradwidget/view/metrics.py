@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import bqplot as bq
+import ipywidgets as w
 import numpy as np
 
 from ..history import History
+from ..structure import layer_groups
 from ._data import decimate_minmax
-from .charts import figure
+from ._depth import depth_columns
+from ._figures import figure, key_html, step_axis, step_labels
+from ._ticks import depth_axis
 
 __all__ = ["ActivityChart", "LossChart"]
 
@@ -26,12 +31,15 @@ class LossChart:
             "accuracy": self._line(x_scale, acc_scale, "train accuracy", "#ff7f0e"),
             "test_accuracy": self._line(x_scale, acc_scale, "test accuracy", "#9467bd"),
         }
+        self.x_axis = step_axis(x_scale)
         axes = [
-            bq.Axis(scale=x_scale, label="step"),
-            bq.Axis(scale=self.loss_scale, side="left", label="loss"),
-            bq.Axis(scale=acc_scale, side="right", label="accuracy"),
+            self.x_axis,
+            bq.Axis(scale=self.loss_scale, side="left", label="loss", num_ticks=5),
+            bq.Axis(scale=acc_scale, side="right", label="accuracy", tick_values=[0, 0.5, 1]),
         ]
         self.figure = figure(list(self.lines.values()), axes, "gw-loss-chart", "Loss")
+        self.key = w.HTML()  # the names of the drawn series, above the figure (no legend on it)
+        self.widget = w.VBox([self.key, self.figure])
 
     @staticmethod
     def _line(x_scale: bq.Scale, y_scale: bq.Scale, label: str, color: str) -> bq.Lines:
@@ -47,7 +55,11 @@ class LossChart:
                 continue
             x, y = decimate_minmax(s.steps, s.lo, s.hi, self.max_points)
             with line.hold_sync():
-                line.x, line.y, line.display_legend = x, y[0], True
+                line.x, line.y = x, y[0]
+            if name == "loss":
+                step_labels(self.x_axis, s.steps)
+        drawn = [(ln.labels[0], ln.colors[0]) for ln in self.lines.values() if len(ln.x)]
+        self.key.value = key_html(drawn, sep=" · ")
         loss = self.lines["loss"].y
         finite = loss[np.isfinite(loss)] if loss.size else loss
         if finite.size:
@@ -57,35 +69,46 @@ class LossChart:
 
 
 class ActivityChart:
-    """Dead and saturated fraction of each layer's units at the latest sampled step (bars)."""
+    """Dead and saturated fraction of units at the latest sampled step, per block (its worst
+    layer) or per layer (bars)."""
 
     def __init__(self, layers: Sequence[str]) -> None:
-        x_scale, y_scale = bq.OrdinalScale(), bq.LinearScale(min=0.0, max=1.0)
+        self.x_scale, y_scale = bq.OrdinalScale(), bq.LinearScale(min=0.0, max=1.0)
         self.bars = bq.Bars(
-            x=np.array(layers, dtype=str),
-            y=np.zeros((2, len(layers)), np.float32),
-            scales={"x": x_scale, "y": y_scale},
+            x=np.zeros(0, str),
+            y=np.zeros((2, 0), np.float32),
+            scales={"x": self.x_scale, "y": y_scale},
             type="grouped",
             labels=["dead", "saturated"],
             colors=["#7f7f7f", "#ff7f0e"],
-            display_legend=True,
         )
-        axes = [
-            bq.Axis(scale=x_scale, label="layer"),
-            bq.Axis(scale=y_scale, side="left", tick_format=".0%"),
-        ]
+        self.x_axis = bq.Axis(scale=self.x_scale)
+        fractions = bq.Axis(
+            scale=y_scale, side="left", tick_format=".0%", tick_values=[0, 0.25, 0.5, 0.75, 1]
+        )
+        axes = [self.x_axis, fractions]
         self.figure = figure([self.bars], axes, "gw-act-chart", "Dead / saturated units")
+        key = key_html([("dead", "#7f7f7f"), ("saturated", "#ff7f0e")], glyph="▇", sep=" · ")
+        self.widget = w.VBox([w.HTML(key), self.figure])  # the key above, not on the bars
+        self.set_layers(layers)
 
-    def set_layers(self, layers: Sequence[str]) -> None:
+    def set_layers(self, layers: Sequence[str], model: Any = None) -> None:
         """Show another run's layers along the x axis, all bars at zero."""
+        self.columns = depth_columns(layer_groups(tuple(layers), model))
+        labels = list(self.columns.labels)
         with self.bars.hold_sync():
-            self.bars.x = np.array(layers, dtype=str)
-            self.bars.y = np.zeros((2, len(layers)), np.float32)
+            self.x_scale.domain = labels
+            self.bars.x = np.array(labels, dtype=str)
+            self.bars.y = np.zeros((2, len(labels)), np.float32)
+        depth_axis(self.x_axis, self.columns)
+        worst = " (worst layer of each block)" if self.columns.unit == "block" else ""
+        self.figure.title = f"Dead / saturated units{worst}"
 
     def update(self, history: History) -> None:
         """Draw the newest row of ``dead_frac`` and ``saturated_frac`` (NaN: not applicable: 0)."""
         rows = [history.series(name).last for name in ("dead_frac", "saturated_frac")]
         if any(len(r) == 0 for r in rows):
             return
+        worst = np.stack([self.columns.worst(r[-1]) for r in rows])
         with self.bars.hold_sync():
-            self.bars.y = np.nan_to_num(np.stack([r[-1] for r in rows])).astype(np.float32)
+            self.bars.y = np.nan_to_num(worst).astype(np.float32)

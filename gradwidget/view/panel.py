@@ -101,13 +101,15 @@ class GradPanel(w.VBox):
         self.train_button = _button("Train", "play", "gw-train", lambda _: self.train())
         self.stop_button = _button("Stop", "stop", "gw-stop", lambda _: self.stop())
         self.status = StatusBar()
-        self.live = LiveCharts(self.thresholds)
         self.fixes = FixBar(self._initial, self._on_fixes_changed, self.retrain, self.config)
-        # Joins the panel with the first run: bqplot lays out a hidden figure at zero size.
+        # Status, diagnosis and fixes on top; the charts below them in a grid.
+        self.live = LiveCharts(self.thresholds, beside=self.fixes)
+        # Joins the panel with the second run (bqplot lays out a hidden figure at zero size),
+        # so a panel never shows an empty comparison.
         self.compare = CompareView(self.remove_run)
         self.export_button = report.export_button(self)
         toolbar = w.HBox([self.train_button, self.stop_button, self.export_button, self.status])
-        super().__init__([toolbar, self.live, self.fixes, self.compare])
+        super().__init__([toolbar, self.live])
         self.add_class("gw-panel")
         if self.recorder is not None:
             for button in (self.train_button, self.stop_button):
@@ -189,7 +191,7 @@ class GradPanel(w.VBox):
         run = Run(model, self.data, config, name=name)
         self.runs.append(RunRecord(name, names, model, run))
         self.compare.add_run(name)
-        if self.compare not in self.children:
+        if len(self.runs) >= 2 and self.compare not in self.children:  # something to compare
             self.children = (*self.children, self.compare)
         self._active = self._shown = run
         self._seen = None
@@ -336,7 +338,8 @@ class GradPanel(w.VBox):
 
     def _draw(self, final: bool) -> None:
         snapshot = self.recorder.history if self.recorder is not None else self._shown.history
-        if self.live.draw(snapshot, final):
+        model = self.model if self.recorder is not None else self._shown.model
+        if self.live.draw(snapshot, final, model):
             self.fixes.suggest(r for f in self.live.findings for r in f.remedies)
             if self.runs:
                 self._update_compare()

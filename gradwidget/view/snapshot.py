@@ -62,16 +62,21 @@ class Snapshot:
 
 def take(panel: Any, dpi: int = 100) -> Snapshot:
     """Draw ``panel``'s runs (or its own loop) as a PNG of 12 x 9 inches at ``dpi``."""
+    return picture(_export.histories(panel.runs, panel.recorder), panel.thresholds, dpi)
+
+
+def picture(histories: Mapping[str, History], thresholds: Thresholds, dpi: int = 100) -> Snapshot:
+    """Draw ``histories`` (run name -> History) and their diagnosis as a PNG at ``dpi``."""
     if not dpi > 0:
         raise GradWidgetError(f"dpi must be a positive number of dots per inch, got {dpi!r}.")
-    histories = {k: h for k, h in _export.histories(panel.runs, panel.recorder).items() if len(h)}
+    histories = {k: h for k, h in histories.items() if len(h)}
     if not histories:
         raise GradWidgetError(
             "Nothing to draw yet: train the model (or capture a step of your loop) first, "
             "then take the snapshot."
         )
-    findings = {name: diagnose(h, panel.thresholds) for name, h in histories.items()}
-    figure = draw(histories, findings, panel.thresholds)
+    findings = {name: diagnose(h, thresholds) for name, h in histories.items()}
+    figure = draw(histories, findings, thresholds)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     width, height = (round(v) for v in figure.get_size_inches() * dpi)

@@ -11,7 +11,12 @@ from ..training import Run, RunState
 
 __all__ = ["StatusBar"]
 
-_COLOURS = {"info": "#333", "ok": "#2ca02c", "warn": "#b35900", "error": "#d62728"}
+_COLOURS = {
+    "info": "inherit",  # the theme's text colour: dark grey vanishes on a dark theme
+    "ok": "#2ca02c",
+    "warn": "#b35900",
+    "error": "#d62728",
+}
 _END_TONES = {RunState.FINISHED: "ok", RunState.DIVERGED: "warn"}
 
 
