@@ -9,7 +9,7 @@ iterable such as a ``DataLoader`` is consumed in its own order: give it a seeded
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,9 @@ from .errors import DataError
 
 __all__ = ["BatchSource", "as_source", "check_finite"]
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+# Inputs are a tensor, or named tensors (a Hugging Face model's input_ids, attention_mask...).
+Inputs = torch.Tensor | dict[str, torch.Tensor]
+Batch = tuple[Inputs, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class BatchSource:
     Attributes
     ----------
     train : tensor pair or iterable of batches
-        ``(x, y)`` tensors to shuffle, or an iterable that yields ``(x, y)`` batches.
+        ``(x, y)`` tensors to shuffle (``x`` may be a dict of named input tensors), or an
+        iterable that yields ``(x, y)`` or dict batches.
     test : tensor pair or None
         Held-out ``(x, y)`` for ``test_accuracy``.
     """
@@ -47,7 +50,7 @@ class BatchSource:
     def batches_per_epoch(self, batch_size: int) -> int | None:
         """Batches in one pass over the data; ``None`` for an iterable without ``len``."""
         if self.is_tensors:
-            return max(1, len(self.train[0]) // batch_size)
+            return max(1, _rows(self.train[0]) // batch_size)
         return len(self.train) if hasattr(self.train, "__len__") else None
 
     def batches(
@@ -67,6 +70,9 @@ class BatchSource:
 def as_source(data: Any) -> BatchSource:
     """Read a :class:`Dataset`, an ``(X, y)`` pair of tensors or arrays, or batches.
 
+    As a Hugging Face ``Trainer`` takes them, data may also be named columns (a dict of
+    equal-length tensors, the targets under ``"labels"``) or an iterable of such dict batches.
+
     Raises
     ------
     DataError
@@ -77,22 +83,39 @@ def as_source(data: Any) -> BatchSource:
         return BatchSource(_tensor_pair(data.x_train, data.y_train), test)
     if _is_array_pair(data):
         return BatchSource(_tensor_pair(*data))
-    if isinstance(data, Iterable) and not isinstance(data, (str, bytes, dict)):
+    if isinstance(data, Mapping):
+        return BatchSource(_tensor_pair(*_split_labels(data)))
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
         return BatchSource(data)
     raise DataError(
         f"Cannot train on data of type {type(data).__name__}. Pass a gradwidget Dataset, "
-        "an (X, y) pair of tensors or arrays, or an iterable of (x, y) batches (a DataLoader)."
+        "an (X, y) pair of tensors or arrays, a dict of named tensors with 'labels', or an "
+        "iterable of (x, y) or dict batches (a DataLoader)."
     )
+
+
+def _split_labels(batch: Mapping) -> Batch:
+    """Named tensors -> (the model's keyword inputs, the ``labels`` targets)."""
+    if "labels" not in batch:
+        raise DataError(
+            f"A dict batch needs the targets under 'labels' (it has {sorted(batch)}), as a "
+            "Hugging Face data collator adds them; for a language model, labels=input_ids."
+        )
+    inputs = {str(k): torch.as_tensor(v) for k, v in batch.items() if k != "labels"}
+    return inputs, torch.as_tensor(batch["labels"])
 
 
 def _unpack(batch: Any) -> Batch:
     """One ``(x, y)`` batch from an iterable, as tensors."""
+    if isinstance(batch, Mapping):
+        return _split_labels(batch)
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
     raise DataError(
         f"Each batch must be a pair (inputs, targets), but one was a {type(batch).__name__}"
         f"{f' of length {len(batch)}' if isinstance(batch, (tuple, list)) else ''}. "
-        "Make the Dataset's __getitem__ (or the generator) return (x, y)."
+        "Make the Dataset's __getitem__ (or the generator) return (x, y) or a dict of "
+        "tensors with 'labels'."
     )
 
 
@@ -110,6 +133,14 @@ def check_finite(x: torch.Tensor, what: str) -> None:
         )
 
 
+def _rows(x: Inputs) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def _take(x: Inputs, index: torch.Tensor) -> Inputs:
+    return {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
+
+
 def _is_array_pair(data: Any) -> bool:
     return (
         isinstance(data, (tuple, list))
@@ -119,29 +150,34 @@ def _is_array_pair(data: Any) -> bool:
 
 
 def _tensor_pair(x: Any, y: Any) -> Batch:
-    x, y = torch.as_tensor(x), torch.as_tensor(y)
-    if x.dim() == 0 or len(x) == 0:
-        raise DataError("The training data are empty: X has no rows. Pass at least one sample.")
-    if y.dim() == 0 or len(x) != len(y):
-        raise DataError(
-            f"X has {len(x)} rows but y has {len(y) if y.dim() else 'no'} rows: "
-            "each input needs exactly one target."
-        )
-    check_finite(x, "inputs")
+    columns = x if isinstance(x, dict) else {"X": torch.as_tensor(x)}
+    y = torch.as_tensor(y)
+    for name, column in columns.items():
+        if column.dim() == 0 or len(column) == 0:
+            raise DataError(
+                f"The training data are empty: {name} has no rows. Pass at least one sample."
+            )
+        if y.dim() == 0 or len(column) != len(y):
+            raise DataError(
+                f"{name} has {len(column)} rows but y has {len(y) if y.dim() else 'no'} rows: "
+                "each input needs exactly one target."
+            )
+        check_finite(column, "inputs")
     check_finite(y, "targets")
-    return x, y
+    return (x if isinstance(x, dict) else columns["X"]), y
 
 
 def _shuffled(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator, epochs: int | None
+    x: Inputs, y: torch.Tensor, batch_size: int, gen: torch.Generator, epochs: int | None
 ) -> Iterator[Batch]:
-    size = min(batch_size, len(x))
+    rows = _rows(x)
+    size = min(batch_size, rows)
     epoch = 0
     while epochs is None or epoch < epochs:
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x) - size + 1, size):
+        order = torch.randperm(rows, generator=gen)
+        for start in range(0, rows - size + 1, size):
             index = order[start : start + size]
-            yield x[index], y[index]
+            yield _take(x, index), y[index]
         epoch += 1
 
 

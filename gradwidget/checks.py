@@ -7,12 +7,32 @@ loss, and say which of them is wrong and what to change.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
 from .errors import DataError, GradWidgetError, TrainingError
 
-__all__ = ["check_loss_value", "check_targets", "explain_forward_error", "explain_loss_error"]
+__all__ = [
+    "check_loss_value",
+    "check_targets",
+    "computes_own_loss",
+    "explain_forward_error",
+    "explain_loss_error",
+    "find_scores",
+    "model_loss",
+    "output_scores",
+]
+
+# The one thing the panel needs from a model's output, said once for every place it is missing.
+_NEEDS = (
+    "the panel needs the forward pass to return a tensor of scores, or an output with .logits "
+    "(a Hugging Face model's), or, for a model whose forward takes labels=, an output with "
+    ".loss; wrap the model so that it does, or pass loss_fn=(output, targets) -> loss."
+)
 
 _FLOAT_LABELS = (
     "The targets look like class labels stored as floating-point numbers (shape {y}), but the "
@@ -21,8 +41,50 @@ _FLOAT_LABELS = (
 )
 
 
-def explain_forward_error(model: nn.Module, x: torch.Tensor, exc: Exception) -> GradWidgetError:
+def computes_own_loss(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``labels=`` and so returns its own loss (Hugging Face)."""
+    try:
+        return "labels" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # a builtin or C forward without a signature
+        return False
+
+
+def find_scores(output: Any) -> torch.Tensor | None:
+    """The scores in a model's output: the tensor itself, or its ``logits``; None if neither."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = (
+        output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
+    )
+    return logits if isinstance(logits, torch.Tensor) else None
+
+
+def output_scores(output: Any) -> torch.Tensor:
+    """The scores in a model's output, or a TrainingError that says what the panel needs."""
+    scores = find_scores(output)
+    if scores is None:
+        raise TrainingError(f"The model returned a {type(output).__name__}, but {_NEEDS}")
+    return scores
+
+
+def model_loss(output: Any) -> torch.Tensor:
+    """The loss a model computed from the ``labels=`` it was given."""
+    loss = _field(output, "loss")
+    if loss is None:
+        raise TrainingError(
+            f"The model takes labels= but returned a {type(output).__name__} without a loss; "
+            + _NEEDS
+        )
+    return check_loss_value(loss)
+
+
+def explain_forward_error(model: nn.Module, x: Any, exc: Exception) -> GradWidgetError:
     """A DataError when ``x`` does not fit the first layer, else a TrainingError."""
+    if isinstance(x, Mapping):
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in x.items())
+        return TrainingError(
+            f"The model's forward pass raised {type(exc).__name__} on a batch of {shapes}: {exc}"
+        )
     name, first = _first_layer(model)
     shape = tuple(x.shape)
     if isinstance(first, nn.Linear) and (x.dim() < 1 or x.shape[-1] != first.in_features):
@@ -63,13 +125,15 @@ def check_targets(output: torch.Tensor, y: torch.Tensor, default_loss: bool) -> 
         )
 
 
-def explain_loss_error(output: torch.Tensor, y: torch.Tensor, exc: Exception) -> GradWidgetError:
+def explain_loss_error(output: Any, y: torch.Tensor, exc: Exception) -> GradWidgetError:
     """A DataError for float class labels, else a TrainingError quoting the loss's error."""
-    if _float_labels(output, y):
-        return DataError(_FLOAT_LABELS.format(y=tuple(y.shape), out=tuple(output.shape)))
+    scores = find_scores(output)
+    if scores is not None and _float_labels(scores, y):
+        return DataError(_FLOAT_LABELS.format(y=tuple(y.shape), out=tuple(scores.shape)))
+    what = f"of shape {tuple(scores.shape)}" if scores is not None else f"{type(output).__name__}"
     return TrainingError(
-        f"The loss function raised {type(exc).__name__} on outputs of shape "
-        f"{tuple(output.shape)} and targets of shape {tuple(y.shape)} ({y.dtype}): {exc}. "
+        f"The loss function raised {type(exc).__name__} on outputs {what} "
+        f"and targets of shape {tuple(y.shape)} ({y.dtype}): {exc}. "
         "Check that the loss matches the task and the targets' shape and dtype."
     )
 
@@ -92,6 +156,11 @@ def check_loss_value(loss: object) -> torch.Tensor:
             "do not detach the output or compute the loss under torch.no_grad()."
         )
     return loss
+
+
+def _field(output: Any, name: str) -> Any:
+    """``output.name`` or ``output[name]``: Hugging Face outputs are both, plain dicts one."""
+    return output.get(name) if isinstance(output, Mapping) else getattr(output, name, None)
 
 
 def _float_labels(output: torch.Tensor, y: torch.Tensor) -> bool:

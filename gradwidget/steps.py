@@ -8,7 +8,7 @@ the gradients, then let the optimizer change the weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,15 +16,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import BatchSource, check_finite
-from .checks import check_loss_value, check_targets, explain_forward_error, explain_loss_error
+from .batches import BatchSource, Inputs, check_finite
+from .checks import (
+    check_loss_value,
+    check_targets,
+    computes_own_loss,
+    explain_forward_error,
+    explain_loss_error,
+    find_scores,
+    model_loss,
+    output_scores,
+)
 from .errors import TrainingError
 
 __all__ = ["StepResult", "Stepper"]
 
 _EVAL_CHUNK = 4096  # test rows per forward pass: bounds memory on large test sets
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,10 @@ class Stepper:
     optimizer : callable
         ``params -> torch.optim.Optimizer``.
     loss_fn : callable or None
-        ``None``: cross-entropy for integer targets, MSE for floating-point ones.
+        ``(output, targets) -> loss``, given the model's output as it is. ``None``: the loss
+        the model computes itself when its forward takes ``labels=`` (Hugging Face models),
+        else cross-entropy for integer targets, MSE for floating-point ones, on the output
+        or its ``.logits``.
     clip_grad : float or None
         Clip the global gradient norm to this before each optimizer step; ``None``: no clip.
     """
@@ -69,6 +81,7 @@ class Stepper:
         self.optimizer = optimizer(self.params)
         self.loss_fn = loss_fn
         self._default_loss = loss_fn is None
+        self._model_loss = loss_fn is None and computes_own_loss(model)
         self.steps_done = 0
 
     def step(
@@ -89,10 +102,8 @@ class Stepper:
         if first:
             self._check_first_batch(x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        output = self._forward(x)
-        if first:
-            check_targets(output, y, self._default_loss)
-        loss = self._loss(output, y)
+        output = self._forward(x, y)
+        loss = self._loss(output, y, first)
         loss.backward()
         value = loss.item()
         # The step that diverged is always recorded, whatever the sampling interval.
@@ -103,7 +114,7 @@ class Stepper:
                 # After the capture: the recorder and the diagnosis see the unclipped norms.
                 torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad)
             self.optimizer.step()
-        accuracy = _accuracy(output.detach(), y) if measure_accuracy else None
+        accuracy = _accuracy(output, y) if measure_accuracy else None
         return StepResult(value, accuracy)
 
     def evaluate(self, source: BatchSource) -> float | None:
@@ -125,26 +136,38 @@ class Stepper:
             return None
         return sum(acc * n for acc, n in parts) / len(y)
 
-    def to_model(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_model(self, x: Inputs, y: torch.Tensor) -> tuple[Inputs, torch.Tensor]:
         """Move a batch to the model's device; floats to its dtype, integer labels to int64."""
         ref = self.params[0]
-        x = x.to(ref.device, ref.dtype) if x.is_floating_point() else x.to(ref.device)
+        x = {k: self._move(v) for k, v in x.items()} if isinstance(x, Mapping) else self._move(x)
         return x, y.to(ref.device, ref.dtype if y.is_floating_point() else torch.int64)
 
-    def _check_first_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        check_finite(x, "inputs")
+    def _move(self, x: torch.Tensor) -> torch.Tensor:
+        ref = self.params[0]
+        return x.to(ref.device, ref.dtype) if x.is_floating_point() else x.to(ref.device)
+
+    def _check_first_batch(self, x: Inputs, y: torch.Tensor) -> None:
+        for column in x.values() if isinstance(x, Mapping) else (x,):
+            check_finite(column, "inputs")
         check_finite(y, "targets")
-        if self.loss_fn is None:
+        if self.loss_fn is None and not self._model_loss:
             self.loss_fn = F.mse_loss if y.is_floating_point() else F.cross_entropy
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: Inputs, y: torch.Tensor) -> Any:
+        labels = {"labels": y} if self._model_loss else {}
         try:
-            return self.model(x)
+            return self.model(**x, **labels) if isinstance(x, Mapping) else self.model(x, **labels)
         except Exception as exc:
             raise explain_forward_error(self.model, x, exc) from exc
 
-    def _loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, output: Any, y: torch.Tensor, first: bool) -> torch.Tensor:
+        if self._model_loss:
+            return model_loss(output)
         assert self.loss_fn is not None  # chosen on the first batch
+        if self._default_loss:  # a loss the user chose reads the output as it is
+            output = output_scores(output)
+            if first:
+                check_targets(output, y, self._default_loss)
         try:
             loss = self.loss_fn(output, y)
         except Exception as exc:
@@ -152,8 +175,9 @@ class Stepper:
         return check_loss_value(loss)
 
 
-def _accuracy(output: torch.Tensor, y: torch.Tensor) -> float | None:
+def _accuracy(output: Any, y: torch.Tensor) -> float | None:
     """Share of rows whose top score is the label; ``None`` unless class labels and scores."""
-    if y.is_floating_point() or y.dim() != 1 or output.dim() != 2:
+    scores = find_scores(output)
+    if scores is None or y.is_floating_point() or y.dim() != 1 or scores.dim() != 2:
         return None
-    return (output.argmax(dim=1) == y).float().mean().item()
+    return (scores.detach().argmax(dim=1) == y).float().mean().item()

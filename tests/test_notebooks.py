@@ -31,6 +31,12 @@ EXPECTED_TEXT = {
         "Training diverged",
         "RunState.DIVERGED",
     ],
+    "04_lightning_and_transformers": [
+        "WARNING: vanishing in layers net.0",  # through the Lightning callback
+        "no vanishing gradients",  # the fixed copy from callback.panel.remedied_model
+        f"{STEPS} steps recorded",  # the Hugging Face callback: every step's loss
+        f"Finished {STEPS} steps",  # a BERT trained by the panel itself
+    ],
     "05_residual_connections": [
         "x + f(x) around 19 Linear+Sigmoid blocks",
         "WARNING vanishing: fixes to try: Residual",

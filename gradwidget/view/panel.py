@@ -56,6 +56,8 @@ class GradPanel(w.VBox):
         The :class:`gradwidget.TrainConfig` of every run (same seed: same data order).
     refresh_hz : float
         Most chart updates per second, whatever the training speed.
+    recorder_options : dict, optional
+        Own loop only: further :class:`gradwidget.Recorder` options (``capacity``, ``budget``).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class GradPanel(w.VBox):
         seed: int = 0,
         act_every: int = 10,
         refresh_hz: float = 10.0,
+        recorder_options: dict[str, Any] | None = None,
     ) -> None:
         self.model, self.data = model, data
         self.recorder: Recorder | None = None
@@ -89,7 +92,7 @@ class GradPanel(w.VBox):
         self._shown: Run | None = None
         self._seen: tuple[int, int] | None = None
         self._draw_error = ""
-        self.recorder = self._attach(model) if data is None else None
+        self.recorder = self._attach(model, recorder_options or {}) if data is None else None
         self._build()
 
     # -- layout --------------------------------------------------------------------------
@@ -114,14 +117,15 @@ class GradPanel(w.VBox):
             self.fixes.allow_retrain(_OWN_LOOP)
         self.status.say(_OWN_LOOP if self.recorder is not None else "Ready: press Train.")
 
-    def _attach(self, model: nn.Module) -> Recorder:
+    def _attach(self, model: nn.Module, options: dict[str, Any]) -> Recorder:
         owner = _WATCHED.get(model)
-        if owner is not None and not owner._closed:
+        # A panel whose recorder is closed (a trainer callback's, after fit) hooks nothing.
+        if owner is not None and not owner._closed and not owner.recorder.closed:
             raise GradWidgetError(
                 "This model is already watched by another open panel, and two panels would "
                 "hook it twice. Close the other panel first (panel.close())."
             )
-        recorder = Recorder(model, act_every=self.config.act_every)
+        recorder = Recorder(model, act_every=self.config.act_every, **options)
         _WATCHED[model] = self
         return recorder
 

@@ -1,0 +1,130 @@
+"""What the Lightning and Hugging Face callbacks share: the recorder on the trained model.
+
+A trainer calls a callback at its own points; this object turns those calls into what
+``panel.capture(loss, scaler=...)`` does in an own loop: sum the loss of the micro-batches of
+one optimizer step, then capture once per optimizer step (the recorder keeps every step's loss
+and reads the gradients unscaled), and redraw.
+In a notebook the recorder is the one of an own-loop :class:`~gradwidget.GradPanel` shown in
+the cell that runs ``fit``/``train``; its refresher thread redraws while that cell blocks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import GradWidgetError
+from ..history import History
+from ..recorder import Recorder
+
+__all__ = ["GradientWatch", "require"]
+
+
+def require(extra: str, *modules: str) -> Any:
+    """The first of ``modules`` that imports, or a GradWidgetError naming the extra to install."""
+    for module in modules:
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            continue
+    raise GradWidgetError(
+        f"This integration needs the '{extra}' package, which is not installed: "
+        f"pip install 'gradwidget[{extra}]'."
+    )
+
+
+class GradientWatch:
+    """A recorder (or an own-loop panel) on the model a trainer trains.
+
+    Parameters
+    ----------
+    display : bool
+        Show a panel (rank 0 only); False records without any UI.
+    options : dict
+        :class:`gradwidget.Recorder` options (``act_every``, ``capacity``, ``budget``).
+    """
+
+    def __init__(self, display: bool, options: dict[str, Any]) -> None:
+        self.display = display
+        self.options = dict(options)
+        self.panel: Any = None
+        self.recorder: Recorder | None = None
+        self._loss_hook: Any = None
+        self._loss_sum: torch.Tensor | None = None
+        self._micro_batches = 0
+
+    @property
+    def history(self) -> History:
+        """Everything recorded so far (a snapshot)."""
+        if self.recorder is None:
+            raise GradWidgetError(
+                "Nothing is recorded yet: pass the callback to the trainer and train first."
+            )
+        return self.recorder.history
+
+    def start(self, model: nn.Module, show: bool, read_loss: Callable | None = None) -> None:
+        """Hook ``model``; show the panel in the running cell when ``show`` (global rank 0).
+
+        ``read_loss(module, args, kwargs, output)``: a forward hook on ``model`` that passes
+        the loss to :meth:`add_loss`, for trainers whose callbacks never see the loss.
+        """
+        self.finish()
+        self._loss_sum, self._micro_batches = None, 0
+        if self.display and show:
+            from IPython.display import display
+
+            from ..view import GradPanel  # lazily: scripts with display=False need no UI
+
+            options = dict(self.options)
+            act_every = options.pop("act_every", 10)
+            self.panel = GradPanel(model, act_every=act_every, recorder_options=options)
+            self.recorder = self.panel.recorder
+            display(self.panel)
+        else:
+            self.recorder = Recorder(model, **self.options)
+        if read_loss is not None:
+            self._loss_hook = model.register_forward_hook(read_loss, with_kwargs=True)
+
+    def add_loss(self, loss: Any) -> None:
+        """Add one micro-batch's loss (a tensor, kept on its device until the step ends)."""
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            value = loss.detach().reshape(())
+            self._loss_sum = value if self._loss_sum is None else self._loss_sum + value
+            self._micro_batches += 1
+
+    def capture(self, *, divide_by: float | None = None, scaler: Any = None) -> None:
+        """Record one optimizer step: gradients as they are now, and the step's loss.
+
+        ``divide_by``: what the summed micro-batch losses are divided by (the loss scale, the
+        number of micro-batches); None: their mean. ``scaler``: the trainer's GradScaler, so
+        that norms are recorded unscaled and the steps it skips are told apart.
+        """
+        loss = self._step_loss(divide_by)
+        if self.recorder is None or self.recorder.closed:
+            return
+        if self.panel is not None:
+            self.panel.capture(loss, scaler=scaler)  # and wakes the panel's refresher
+        else:
+            self.recorder.capture(loss, scaler=scaler)
+
+    def finish(self) -> None:
+        """Remove the hooks (the panel stays, showing the whole run). Safe to call again."""
+        if self._loss_hook is not None:
+            self._loss_hook.remove()
+            self._loss_hook = None
+        if self.recorder is None or self.recorder.closed:
+            return
+        self.recorder.close()
+        if self.panel is not None:
+            self.panel.wait()  # the last steps, drawn now rather than by a thread that quit
+
+    def _step_loss(self, divide_by: float | None) -> torch.Tensor | None:
+        total, count = self._loss_sum, self._micro_batches
+        self._loss_sum, self._micro_batches = None, 0
+        if total is None:
+            return None
+        return total / (count if divide_by is None else divide_by)
