@@ -52,6 +52,7 @@ class _Tag:
     step: int
     present: tuple[int, ...]
     ticks: TickTag | None
+    has_loss: bool = True  # False: capture() got no loss, and the NaN stand-in is not recorded
 
 
 class Recorder:
@@ -252,7 +253,7 @@ class Recorder:
             update=self._updates.pending,
         )
         parts, present = self._measure(kind, loss, amp)
-        self._flush(step, present, self._reduce(parts))
+        self._flush(step, present, self._reduce(parts), loss is not None)
         self.step += 1
         self._rearm()
         return kind
@@ -294,14 +295,16 @@ class Recorder:
         sizes = [parts[name].numel() for name in names]
         return {**parts, **dict(zip(names, flat.split(sizes), strict=True))}
 
-    def _flush(self, step: int, present: tuple[int, ...], parts: dict[str, torch.Tensor]) -> None:
+    def _flush(
+        self, step: int, present: tuple[int, ...], parts: dict[str, torch.Tensor], has_loss: bool
+    ) -> None:
         """Stage (c): one transfer of what is due, ticks riding along; then read what landed.
 
         A step with nothing due and room left in the tick ring makes no transfer at all.
         """
         if parts or self._ticks.full:
             ticks, tick_tag = self._ticks.drain()
-            self._link.send({**parts, **ticks}, _Tag(step, present, tick_tag))
+            self._link.send({**parts, **ticks}, _Tag(step, present, tick_tag, has_loss))
         if self._link.pending:
             for landed in self._link.receive():
                 self._append(landed.tag, landed.values)
@@ -321,7 +324,9 @@ class Recorder:
             self._ticks.land(tag.ticks, values.pop("ticks"), self._emit)
         if "loss" in values:
             norms = layers.per_layer(values.pop("grad_sq", np.zeros(0)), list(tag.present))
-            self._emit("loss", step, values.pop("loss"))
+            loss = values.pop("loss")
+            if tag.has_loss:  # a NaN stand-in would read as a diverged loss
+                self._emit("loss", step, loss)
             self._emit("grad_norm", step, norms)
             exact = self._link.synchronous  # the gradients are still the captured ones
             counts = self._scope.total(layers.count_nonfinite(norms, exact), norms)
