@@ -10,23 +10,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from _loops import train_steps
 from torch import nn
 
 import gradwidget as gw
 from gradwidget.history import History
 from gradwidget.log import FILENAME, FORMAT_VERSION, LogWriter
 from gradwidget.log_reader import LogReader, find_logs
-
-
-def _train(model: nn.Module, rec: gw.Recorder, steps: int) -> None:
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        rec.capture(loss)
-        opt.step()
 
 
 def _mlp() -> nn.Sequential:
@@ -49,7 +39,7 @@ def _writer(folder: Path, names: tuple[str, ...], **options) -> tuple[LogWriter,
 def test_recorder_log_reads_back_as_the_recorded_history(tmp_path):
     model = _mlp()
     with gw.Recorder(model, log_dir=tmp_path / "exp1", act_every=5, budget=None) as rec:
-        _train(model, rec, 23)
+        train_steps(model, rec, 23)
     logged, recorded = gw.open_log(tmp_path / "exp1"), rec.history
     assert logged.layers == recorded.layers == ("0", "2")
     assert set(logged.metrics) == set(recorded.metrics) >= {"grad_norm", "update_ratio"}
@@ -63,7 +53,7 @@ def test_recorder_log_reads_back_as_the_recorded_history(tmp_path):
 def test_log_describes_each_layer(tmp_path):
     model = _mlp()
     with gw.Recorder(model, log_dir=tmp_path / "exp1") as rec:
-        _train(model, rec, 2)
+        train_steps(model, rec, 2)
     reader = LogReader(tmp_path / "exp1" / FILENAME)
     reader.poll()
     described = [(layer.name, layer.kind, layer.params) for layer in reader.layers]
@@ -108,7 +98,7 @@ def test_a_non_distributed_recorder_without_log_dir_writes_nothing(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     model = _mlp()
     with gw.Recorder(model) as rec:
-        _train(model, rec, 2)
+        train_steps(model, rec, 2)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -178,5 +168,5 @@ def test_a_recorder_made_before_its_parameters_were_replaced_says_so(tmp_path):
     rec = gw.Recorder(model)
     model[0].weight = nn.Parameter(model[0].weight.detach().clone())  # as fully_shard does
     with pytest.raises(gw.GradWidgetError, match="after fully_shard"):
-        _train(model, rec, 1)
+        train_steps(model, rec, 1)
     rec.close()

@@ -21,7 +21,7 @@ from ..errors import GradWidgetError
 from ..history import History
 from ..recorder import Recorder
 
-__all__ = ["GradientWatch", "require"]
+__all__ = ["GradientWatch", "Watched", "require"]
 
 
 def require(extra: str, *modules: str) -> Any:
@@ -35,6 +35,22 @@ def require(extra: str, *modules: str) -> Any:
         f"This integration needs the '{extra}' package, which is not installed: "
         f"pip install 'gradwidget[{extra}]'."
     )
+
+
+class Watched:
+    """What both callbacks show the user afterwards: ``panel`` and ``history``."""
+
+    _watch: GradientWatch
+
+    @property
+    def panel(self) -> Any:
+        """The panel shown while the trainer trains, or None."""
+        return self._watch.panel
+
+    @property
+    def history(self) -> History:
+        """The recorded :class:`gradwidget.History` (a snapshot)."""
+        return self._watch.history
 
 
 class GradientWatch:

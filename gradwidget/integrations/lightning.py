@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..history import History
-from ._watch import GradientWatch, require
+from ._watch import GradientWatch, Watched, require
 
 # Lightning 2.x ships as `lightning`; the standalone package as `pytorch_lightning`. Either
 # trainer calls a callback of the other's base class: it looks hooks up by name.
@@ -25,7 +24,7 @@ _pl = require("lightning", "lightning.pytorch", "pytorch_lightning")
 __all__ = ["GradWidgetCallback"]
 
 
-class GradWidgetCallback(_pl.Callback):
+class GradWidgetCallback(Watched, _pl.Callback):
     """Record per-layer gradient norms of the LightningModule; show the panel in a notebook.
 
     Parameters
@@ -46,16 +45,6 @@ class GradWidgetCallback(_pl.Callback):
     def __init__(self, display: bool = True, **recorder_options: Any) -> None:
         super().__init__()
         self._watch = GradientWatch(display, recorder_options)
-
-    @property
-    def panel(self) -> Any:
-        """The panel shown during ``fit``, or None."""
-        return self._watch.panel
-
-    @property
-    def history(self) -> History:
-        """The recorded :class:`gradwidget.History` (a snapshot)."""
-        return self._watch.history
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self._watch.start(pl_module, show=trainer.is_global_zero)

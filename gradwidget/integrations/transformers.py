@@ -20,15 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..history import History
-from ._watch import GradientWatch, require
+from ._watch import GradientWatch, Watched, require
 
 _transformers = require("transformers", "transformers")
 
 __all__ = ["GradWidgetCallback"]
 
 
-class GradWidgetCallback(_transformers.TrainerCallback):
+class GradWidgetCallback(Watched, _transformers.TrainerCallback):
     """Record per-layer gradient norms of the Trainer's model; show the panel in a notebook.
 
     Parameters
@@ -55,16 +54,6 @@ class GradWidgetCallback(_transformers.TrainerCallback):
     def __init__(self, display: bool = True, **recorder_options: Any) -> None:
         self._watch = GradientWatch(display, recorder_options)
         self._presummed = False  # the model normalised its loss over the whole step
-
-    @property
-    def panel(self) -> Any:
-        """The panel shown during training, or None."""
-        return self._watch.panel
-
-    @property
-    def history(self) -> History:
-        """The recorded :class:`gradwidget.History` (a snapshot)."""
-        return self._watch.history
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         show = state.is_world_process_zero
