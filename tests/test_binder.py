@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,12 +91,15 @@ def test_notebook_runs_in_binder_venv(binder_venv: Path, source: Path, tmp_path:
     notebook = nbformat.read(source, as_version=4)
     # A last cell proves the kernel is the fresh venv's, with gradwidget installed there.
     notebook.cells.append(nbformat.v4.new_code_cell(PROBE))
-    path = tmp_path / source.name
+    # As in the repository: notebooks/ beside examples/ (notebook 06 starts ../examples/...).
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    path = tmp_path / "notebooks" / source.name
+    path.parent.mkdir()
     nbformat.write(notebook, path)
     env = {**os.environ, "GW_STEPS": "30", "OMP_NUM_THREADS": "1"}
     env.pop("VIRTUAL_ENV", None)
     python = binder_venv / "bin" / "python"
-    subprocess.run([python, "-c", EXECUTE, path], check=True, cwd=tmp_path, env=env)
+    subprocess.run([python, "-c", EXECUTE, path], check=True, cwd=path.parent, env=env)
 
     prefix, module = nbformat.read(path, as_version=4).cells[-1].outputs[0]["text"].split()
     assert Path(prefix) == binder_venv
