@@ -9,125 +9,14 @@ is never noise, so ``non_finite`` reads the whole run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
 
+from .findings import Finding, Severity, Thresholds, make_finding
 from .history import History
 from .structure import layer_groups
 
 __all__ = ["Finding", "Severity", "Thresholds", "diagnose"]
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Limits of the diagnosis rules, with published defaults where there are any.
-
-    Attributes
-    ----------
-    window : int
-        Recent points a rule takes the median of (default 20).
-    min_samples : int
-        Finite points a layer needs inside the window before a rule judges it (default 10).
-    vanishing_ratio, vanishing_first_norm : float
-        Vanishing gradients: first/last layer gradient-norm ratio below ``1e-3`` and the first
-        layer's norm below ``1e-4`` (AUTOTRAINER, Zhang et al., ICSE 2021).
-    exploding_ratio : float
-        Exploding gradients: first/last layer gradient-norm ratio above ``70`` (AUTOTRAINER).
-    dead_fraction : float
-        Dying ReLU: at least ``0.7`` of a layer's units output zero for the whole batch
-        (AUTOTRAINER).
-    saturated_fraction : float
-        Saturation: at least ``0.5`` of a sigmoid/tanh layer's outputs sit in the flat tails,
-        i.e. half the layer passes almost no gradient (our choice).
-    plateau_window : int
-        Loss points the plateau rule looks back over (default 40: twice ``window``, since a
-        loss needs a longer view than a gradient norm to tell slow progress from none, yet few
-        enough for a sampled run; 600 steps at ``grad_every=12`` leave about 50 points).
-    plateau_improvement, plateau_level : float
-        Plateau: the loss improved by less than ``0.01`` (1 %) over ``plateau_window`` while
-        still above ``0.5`` times its starting value (our choice: a run that has already halved
-        its loss is converging, not stuck).
-    """
-
-    window: int = 20
-    min_samples: int = 10
-    vanishing_ratio: float = 1e-3
-    vanishing_first_norm: float = 1e-4
-    exploding_ratio: float = 70.0
-    dead_fraction: float = 0.7
-    saturated_fraction: float = 0.5
-    plateau_window: int = 40
-    plateau_improvement: float = 0.01
-    plateau_level: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_samples <= self.window:
-            raise ValueError(f"need 1 <= min_samples <= window, got {self}")
-        if self.plateau_window < 2:
-            raise ValueError(f"plateau_window must be at least 2, got {self.plateau_window}")
-
-
-class Severity(IntEnum):
-    """How urgent a finding is; ordered ``INFO < WARNING < CRITICAL``."""
-
-    INFO = 1
-    WARNING = 2
-    CRITICAL = 3
-
-
-# kind -> (title, severity, remedies most useful first), most severe first
-# (names of gradwidget.remedies.REGISTRY; a test checks that each is registered)
-_KINDS: dict[str, tuple[str, Severity, tuple[str, ...]]] = {
-    "non_finite": ("NaN / Inf values", Severity.CRITICAL, ("clip_grad", "lower_lr", "batchnorm")),
-    "exploding": (
-        "Exploding gradients",
-        Severity.CRITICAL,
-        ("clip_grad", "lower_lr", "he_init", "batchnorm"),
-    ),
-    # A skip connection carries the gradient past every layer of a deep stack unshrunk.
-    "vanishing": (
-        "Vanishing gradients",
-        Severity.WARNING,
-        ("residual", "relu", "he_init", "batchnorm"),
-    ),
-    "dead_units": ("Dead ReLU units", Severity.WARNING, ("leaky_relu", "he_init", "batchnorm")),
-    "saturation": ("Saturated activations", Severity.WARNING, ("relu", "batchnorm")),
-    "plateau": ("Loss plateau", Severity.INFO, ()),
-}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One diagnosed problem and what to do about it.
-
-    Attributes
-    ----------
-    kind : str
-        One of ``"non_finite"``, ``"exploding"``, ``"vanishing"``, ``"dead_units"``,
-        ``"saturation"``, ``"plateau"``.
-    severity : Severity
-    layers : tuple of str
-        The affected layers, input to output (empty when the problem is not per layer).
-    evidence : dict of str to float
-        The numbers behind the finding.
-    message : str
-        The cause in plain words, with the numbers.
-    remedies : tuple of str
-        Names from ``gradwidget.remedies.REGISTRY``, most useful first.
-    """
-
-    kind: str
-    severity: Severity
-    layers: tuple[str, ...]
-    evidence: dict[str, float]
-    message: str
-    remedies: tuple[str, ...]
-
-    @property
-    def title(self) -> str:
-        """A short heading, e.g. ``"Vanishing gradients"``."""
-        return _KINDS[self.kind][0]
 
 
 _DEFAULT_THRESHOLDS = Thresholds()
@@ -150,17 +39,9 @@ def diagnose(history: History, thresholds: Thresholds = _DEFAULT_THRESHOLDS) -> 
         Most severe first (ties in the order non_finite, exploding, vanishing, dead_units,
         saturation, plateau); empty when healthy.
     """
-    # The rules run most severe first (see _KINDS), so the list needs no sorting.
+    # The rules run most severe first (see KINDS), so the list needs no sorting.
     rules = (_non_finite, _exploding, _vanishing, _dead_units, _saturation, _plateau)
     return [f for rule in rules if (f := rule(history, thresholds)) is not None]
-
-
-def _finding(
-    kind: str, history: History, layers: np.ndarray, evidence: dict[str, float], message: str
-) -> Finding:
-    _, severity, remedies = _KINDS[kind]
-    names = tuple(history.layers[i] for i in np.flatnonzero(layers))
-    return Finding(kind, severity, names, evidence, message, remedies)
 
 
 def _window_medians(values: np.ndarray, t: Thresholds) -> np.ndarray:
@@ -251,7 +132,7 @@ def _vanishing(history: History, t: Thresholds) -> Finding | None:
         "init keeps the gradient's scale from layer to layer, and BatchNorm keeps "
         "pre-activations where the derivative is large."
     )
-    return _finding("vanishing", history, weak, flow.evidence(), message)
+    return make_finding("vanishing", history, weak, flow.evidence(), message)
 
 
 def _exploding(history: History, t: Thresholds) -> Finding | None:
@@ -267,7 +148,7 @@ def _exploding(history: History, t: Thresholds) -> Finding | None:
         "a lower learning rate bound each step; He init scales the weights so each layer keeps "
         "the gradient's size; BatchNorm rescales every layer's input."
     )
-    return _finding("exploding", history, strong, flow.evidence(), message)
+    return make_finding("exploding", history, strong, flow.evidence(), message)
 
 
 # -- unit statistics: dead and saturated ------------------------------------------------------
@@ -299,7 +180,7 @@ def _fraction_rule(
         return None
     layers = _listing(history, hit, medians, ".0%")
     evidence = {"fraction": float(np.nanmax(medians)), "layers_affected": float(hit.sum())}
-    return _finding(kind, history, hit, evidence, text.format(window=t.window, layers=layers))
+    return make_finding(kind, history, hit, evidence, text.format(window=t.window, layers=layers))
 
 
 def _dead_units(history: History, t: Thresholds) -> Finding | None:
@@ -374,7 +255,7 @@ def _non_finite(history: History, t: Thresholds) -> Finding | None:
         "nonfinite_entries": worst,
         "loss_nonfinite": float(bad_loss.any()),
     }
-    return _finding("non_finite", history, bad_layers, evidence, message)
+    return make_finding("non_finite", history, bad_layers, evidence, message)
 
 
 def _plateau(history: History, t: Thresholds) -> Finding | None:
@@ -397,4 +278,4 @@ def _plateau(history: History, t: Thresholds) -> Finding | None:
         "listed too, fix that first; otherwise try a larger learning rate or another optimizer."
     )
     evidence = {"improvement": improvement, "loss": now, "start_loss": start}
-    return _finding("plateau", history, np.zeros(0, bool), evidence, message)
+    return make_finding("plateau", history, np.zeros(0, bool), evidence, message)

@@ -75,9 +75,10 @@ def test_integrations_load_the_view_only_lazily(path: Path) -> None:
     assert not _within(_modules(path, top_level_only=True), "gradwidget.view")
 
 
-def test_diagnosis_is_pure_numpy() -> None:
+@pytest.mark.parametrize("name", ["diagnosis.py", "findings.py", "structure.py"])
+def test_diagnosis_is_pure_numpy(name: str) -> None:
     allowed = STDLIB | {"numpy", "gradwidget"}
-    assert _imports(PACKAGE / "diagnosis.py") <= allowed
+    assert _imports(PACKAGE / name) <= allowed
 
 
 def test_importing_the_package_loads_no_ui() -> None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradwidget import diagnosis, remedies
+from gradwidget import diagnosis, findings, remedies
 from gradwidget.diagnosis import Finding, Severity, Thresholds, diagnose
 from gradwidget.history import History
 from gradwidget.recorder import Recorder
@@ -70,8 +70,9 @@ def test_severity_is_ordered() -> None:
     assert Severity.INFO < Severity.WARNING < Severity.CRITICAL
 
 
-def test_diagnosis_imports_numpy_only() -> None:
-    tree = ast.parse(Path(diagnosis.__file__).read_text())
+@pytest.mark.parametrize("module", [diagnosis, findings], ids=lambda m: m.__name__)
+def test_diagnosis_imports_numpy_only(module) -> None:
+    tree = ast.parse(Path(module.__file__).read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert imported <= {
@@ -80,6 +81,7 @@ def test_diagnosis_imports_numpy_only() -> None:
         "enum",
         "typing",
         "numpy",
+        "findings",
         "history",
         "structure",
     }

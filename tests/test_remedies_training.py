@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradwidget as gw
-from gradwidget import diagnosis, remedies
+from gradwidget import findings, remedies
 from gradwidget.remedies import REGISTRY, Group, Target
 from gradwidget.steps import Stepper
 from gradwidget.summary import summarize
@@ -153,10 +153,10 @@ def test_remedies_apply_activation_then_skip_then_norm_then_init() -> None:
 
 
 def test_every_remedy_the_diagnosis_suggests_is_registered() -> None:
-    suggested = {name for _, _, names in diagnosis._KINDS.values() for name in names}
+    suggested = {name for _, _, names in findings.KINDS.values() for name in names}
     assert suggested <= set(remedies.LABELS)
     assert {"residual", "clip_grad", "lower_lr", "leaky_relu"} <= suggested
-    kinds = diagnosis._KINDS
+    kinds = findings.KINDS
     assert kinds["vanishing"][2].index("residual") <= 1  # among the first
     assert kinds["exploding"][2][:2] == kinds["non_finite"][2][:2] == ("clip_grad", "lower_lr")
     assert kinds["dead_units"][2][:2] == ("leaky_relu", "he_init")
