@@ -9,6 +9,7 @@ both are read here as they are, the scale never copied to the host.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from .errors import GradWidgetError
 __all__ = ["AmpState", "read_scaler"]
 
 
+@dataclass(frozen=True)
 class AmpState:
     """The scaler's scale and whether the gradients still carry it.
 
@@ -31,8 +33,8 @@ class AmpState:
         their true value.
     """
 
-    def __init__(self, scale: torch.Tensor, scaled: bool) -> None:
-        self.scale, self.scaled = scale, scaled
+    scale: torch.Tensor
+    scaled: bool
 
     def unscale_squares(self, squares: torch.Tensor) -> torch.Tensor:
         """Squared gradient norms without the scale (on the device; no host sync)."""

@@ -17,7 +17,6 @@ The cost model drives the design (measured in ``shared/NOTES.md``):
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +51,7 @@ class _Tag:
     step: int
     present: tuple[int, ...]
     ticks: TickTag | None
-    has_loss: bool = True  # False: capture() got no loss, and the NaN stand-in is not recorded
+    grads: bool = False  # gradient norms were captured at ``step`` (with the loss, if given)
 
 
 class Recorder:
@@ -145,12 +144,21 @@ class Recorder:
     def history(self) -> History:
         """A snapshot of everything recorded so far, safe to keep and read anywhere.
 
-        Waits for values still on their way from the device (the only wait on a GPU).
+        Waits for values still on their way from the device (see :meth:`flush`).
+        """
+        self.flush()
+        return self._history.snapshot()
+
+    def flush(self) -> None:
+        """Land every value still on its way to the host in :attr:`live`.
+
+        The only wait on a GPU, and it holds the lock that :meth:`capture` takes: a poller
+        that redraws many times a second reads :attr:`live` instead, which lags by at most
+        the tick ring (8 steps of ``train_loss``) and one transfer.
         """
         if not self._closed:
             with self._lock:
                 self._drain()
-        return self._history.snapshot()
 
     @property
     def live(self) -> History:
@@ -211,9 +219,7 @@ class Recorder:
 
     def close(self) -> None:
         """Remove every hook this recorder added. Safe to call more than once."""
-        if not self._closed:
-            with self._lock:
-                self._drain()
+        self.flush()
         self._probe.remove()
         self._probe.take()
         self._updates.clear()
@@ -253,7 +259,7 @@ class Recorder:
             update=self._updates.pending,
         )
         parts, present = self._measure(kind, loss, amp)
-        self._flush(step, present, self._reduce(parts), loss is not None)
+        self._flush(step, present, self._reduce(parts), kind.grads)
         self.step += 1
         self._rearm()
         return kind
@@ -266,9 +272,8 @@ class Recorder:
         params, device = self._layers.params, self._layers.device
         present: tuple[int, ...] = ()
         if kind.grads:
-            parts["loss"] = (
-                torch.full((1,), math.nan, device=device) if loss is None else loss.reshape(1)
-            )
+            if loss is not None:
+                parts["loss"] = loss.reshape(1)
             present = tuple(i for i, p in enumerate(params) if p.grad is not None)
             if present:
                 grad_sq = squares([params[i].grad for i in present], device)
@@ -296,15 +301,15 @@ class Recorder:
         return {**parts, **dict(zip(names, flat.split(sizes), strict=True))}
 
     def _flush(
-        self, step: int, present: tuple[int, ...], parts: dict[str, torch.Tensor], has_loss: bool
+        self, step: int, present: tuple[int, ...], parts: dict[str, torch.Tensor], grads: bool
     ) -> None:
         """Stage (c): one transfer of what is due, ticks riding along; then read what landed.
 
         A step with nothing due and room left in the tick ring makes no transfer at all.
         """
-        if parts or self._ticks.full:
+        if parts or grads or self._ticks.full:  # a capture without gradients still has its row
             ticks, tick_tag = self._ticks.drain()
-            self._link.send({**parts, **ticks}, _Tag(step, present, tick_tag, has_loss))
+            self._link.send({**parts, **ticks}, _Tag(step, present, tick_tag, grads))
         if self._link.pending:
             for landed in self._link.receive():
                 self._append(landed.tag, landed.values)
@@ -322,11 +327,10 @@ class Recorder:
         step, layers = tag.step, self._layers
         if tag.ticks is not None:
             self._ticks.land(tag.ticks, values.pop("ticks"), self._emit)
-        if "loss" in values:
+        if tag.grads:
             norms = layers.per_layer(values.pop("grad_sq", np.zeros(0)), list(tag.present))
-            loss = values.pop("loss")
-            if tag.has_loss:  # a NaN stand-in would read as a diverged loss
-                self._emit("loss", step, loss)
+            if "loss" in values:  # no loss given: none recorded (a NaN would read as diverged)
+                self._emit("loss", step, values.pop("loss"))
             self._emit("grad_norm", step, norms)
             exact = self._link.synchronous  # the gradients are still the captured ones
             counts = self._scope.total(layers.count_nonfinite(norms, exact), norms)

@@ -484,3 +484,19 @@ def test_status_diagnosis_and_fixes_come_before_the_charts_and_compare_waits(pan
     panel.retrain(["relu"])
     assert panel.wait(timeout=30)
     assert panel.children[-1] is panel.compare
+
+
+def test_redraws_never_wait_on_the_recorder_and_wait_lands_every_step(
+    panels, data, monkeypatch
+) -> None:
+    model = mlp(depth=2)
+    panel = panels(model, refresh_hz=0.01)  # drawn by the test only
+    recorder, flushes = panel.recorder, []
+    land = recorder.flush
+    monkeypatch.setattr(recorder, "flush", lambda: (flushes.append(1), land())[1])
+    own_loop(panel, model, data, steps=13)
+    panel._tick()  # what the refresher does, ten times a second
+    assert flushes == []  # it holds capture()'s lock and waits on the device: never there
+    panel.wait()
+    assert flushes == [1]
+    assert panel.live.dashboard.loss.lines["loss"].x[-1] == 12  # the last step, landed

@@ -217,6 +217,8 @@ class GradPanel(w.VBox):
         run = self._active
         if run is not None:
             run.join(timeout)
+        if self.recorder is not None:
+            self.recorder.flush()  # an own loop's last steps, still on their way to the host
         with self._lock:
             self._seen = None  # redraw even if no new point: the step count may have moved
             self._tick()
@@ -337,7 +339,14 @@ class GradPanel(w.VBox):
         return rec.live if rec is not None else None
 
     def _draw(self, final: bool) -> None:
-        snapshot = self.recorder.history if self.recorder is not None else self._shown.history
+        # Redraws read the live history, not recorder.history: that waits for copies still on
+        # their way from the device, under the lock the training loop's capture() takes. The
+        # last draw of a run (it trains no more) reads everything, landed.
+        live = self._live()
+        if final:
+            snapshot = self._shown.history
+        else:
+            snapshot = live.snapshot() if live is not None else History(())
         model = self.model if self.recorder is not None else self._shown.model
         if self.live.draw(snapshot, final, model):
             self.fixes.suggest(r for f in self.live.findings for r in f.remedies)
