@@ -6,7 +6,11 @@ ipywidgets' dummy comm gives the widgets their state.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+import torch.nn.functional as F
 
 import gradwidget as gw
 
@@ -26,6 +30,23 @@ def trained_panel() -> gw.GradPanel:
     panel.retrain(FIXES)
     assert panel.wait(timeout=60)
     return panel
+
+
+@contextmanager
+def own_loop_panel() -> Iterator[gw.GradPanel]:
+    """An own-loop panel that watched three steps of a small ReLU MLP on spirals; closed after."""
+    model = gw.models.deep_mlp(3, 16, "relu", in_features=2, out_features=3)
+    data = gw.datasets.spirals(n=64)
+    panel = gw.GradPanel(model)
+    try:
+        for _ in range(3):
+            model.zero_grad()
+            loss = F.cross_entropy(model(data.x_train), data.y_train)
+            loss.backward()
+            panel.capture(loss)
+        yield panel
+    finally:
+        panel.close()
 
 
 def widget_tree(root: gw.GradPanel) -> list:

@@ -10,11 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from torch import nn
+from _logs import log_writer
 
 import gradwidget as gw
 from gradwidget.__main__ import main
@@ -29,14 +28,7 @@ VANISHING = np.array([1e-7, 1e-5, 1e-3, 1.0])
 
 
 def _writer(folder: Path) -> tuple[LogWriter, History]:
-    writer = LogWriter(folder, flush_s=3600)  # flushed by the tests, when they choose
-    layer = nn.Linear(2, 3)
-    layers = [
-        SimpleNamespace(name=n, module=layer, params=tuple(layer.parameters())) for n in LAYERS
-    ]
-    history = History(LAYERS)
-    writer.start(layers, history)
-    return writer, history
+    return log_writer(folder, LAYERS, flush_s=3600)  # flushed by the tests, when they choose
 
 
 def _write(writer: LogWriter, history: History, steps: range, scale: float = 1.0) -> None:

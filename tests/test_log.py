@@ -5,35 +5,22 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from _logs import log_writer
 from _loops import train_steps
 from torch import nn
 
 import gradwidget as gw
-from gradwidget.history import History
-from gradwidget.log import FILENAME, FORMAT_VERSION, LogWriter
+from gradwidget.log import FILENAME, FORMAT_VERSION
 from gradwidget.log_reader import LogReader, find_logs
 
 
 def _mlp() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(8, 16), nn.Sigmoid(), nn.Linear(16, 3, bias=False))
-
-
-def _writer(folder: Path, names: tuple[str, ...], **options) -> tuple[LogWriter, History]:
-    """A writer following a fresh History of layers ``names`` (each an nn.Linear(2, 3))."""
-    writer = LogWriter(folder, **options)
-    layer = nn.Linear(2, 3)
-    layers = [
-        SimpleNamespace(name=n, module=layer, params=tuple(layer.parameters())) for n in names
-    ]
-    history = History(names)
-    writer.start(layers, history)
-    return writer, history
 
 
 def test_recorder_log_reads_back_as_the_recorded_history(tmp_path):
@@ -62,7 +49,7 @@ def test_log_describes_each_layer(tmp_path):
 
 
 def test_reader_sees_flushed_points_only_and_then_only_new_ones(tmp_path):
-    writer, history = _writer(tmp_path / "run", ("a", "b"), flush_s=3600)
+    writer, history = log_writer(tmp_path / "run", ("a", "b"), flush_s=3600)
     reader = LogReader(tmp_path / "run" / FILENAME)
     for step in range(5):
         history.append("grad_norm", step, [step, 2 * step])
@@ -83,7 +70,7 @@ def test_reader_sees_flushed_points_only_and_then_only_new_ones(tmp_path):
 
 def test_disk_use_per_step_is_as_documented(tmp_path):
     layers = tuple(str(i) for i in range(10))
-    writer, history = _writer(tmp_path / "run", layers)
+    writer, history = log_writer(tmp_path / "run", layers)
     steps = 2000
     for step in range(steps):
         history.append("loss", step, 1.0)
@@ -106,7 +93,7 @@ def test_a_non_distributed_recorder_without_log_dir_writes_nothing(tmp_path, mon
 
 
 def _newer(folder: Path) -> Path:
-    writer, _ = _writer(folder, ("a",))
+    writer, _ = log_writer(folder, ("a",))
     writer.close()
     with sqlite3.connect(folder / FILENAME) as db:
         db.execute(f"PRAGMA user_version={FORMAT_VERSION + 1}")
@@ -128,7 +115,7 @@ def _text(folder: Path) -> Path:
 
 def _two_runs(folder: Path) -> Path:
     for name in ("exp1", "exp2"):
-        _writer(folder / name, ("a",))[0].close()
+        log_writer(folder / name, ("a",))[0].close()
     return folder
 
 

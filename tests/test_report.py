@@ -16,8 +16,7 @@ from pathlib import Path
 import bqplot as bq
 import numpy as np
 import pytest
-import torch.nn.functional as F
-from _finding import FIXES, STEPS, trained_panel, widget_tree
+from _finding import FIXES, STEPS, own_loop_panel, trained_panel, widget_tree
 
 import gradwidget as gw
 from gradwidget.view import _assets, report
@@ -142,18 +141,8 @@ def test_a_missing_widget_bundle_is_named(panel, tmp_path, monkeypatch) -> None:
 
 
 def test_an_own_loop_panel_exports_its_loop(tmp_path) -> None:
-    model = gw.models.deep_mlp(3, 16, "relu", in_features=2, out_features=3)
-    data = gw.datasets.spirals(n=64)
-    panel = gw.GradPanel(model)
-    try:
-        for _ in range(3):
-            model.zero_grad()
-            loss = F.cross_entropy(model(data.x_train), data.y_train)
-            loss.backward()
-            panel.capture(loss)
+    with own_loop_panel() as panel:
         page = panel.export_html(tmp_path / "loop.html").read_text(encoding="utf-8")
-    finally:
-        panel.close()
     assert "<h3>your training loop</h3>" in page and "your own training loop" in page
     assert "<h2>Comparison</h2>" not in page and f"<td>{FIXES[0]}" not in page
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch.nn.functional as F
-from _finding import trained_panel
+from _finding import own_loop_panel, trained_panel
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
@@ -103,18 +102,8 @@ def test_a_panel_with_nothing_recorded_says_so(panels) -> None:
 
 
 def test_an_own_loop_panel_draws_its_loop() -> None:
-    model = gw.models.deep_mlp(3, 16, "relu", in_features=2, out_features=3)
-    data = gw.datasets.spirals(n=64)
-    panel = gw.GradPanel(model)
-    try:
-        for _ in range(3):
-            model.zero_grad()
-            loss = F.cross_entropy(model(data.x_train), data.y_train)
-            loss.backward()
-            panel.capture(loss)
+    with own_loop_panel() as panel:
         shot = panel.snapshot(dpi=40)
-    finally:
-        panel.close()
     assert imread(io.BytesIO(shot.png)).shape[:2] == (360, 480)
 
 
