@@ -29,8 +29,8 @@ from torch import nn
 
 import gradwidget as gw
 from gradwidget.history import History
-from gradwidget.log import FILENAME, LogWriter
-from gradwidget.log_reader import LogReader
+from gradwidget.logs.reader import LogReader
+from gradwidget.logs.writer import FILENAME, LogWriter
 
 SIZES = {"10 layers": 20, "75 layers": 150, "500 layers": 1000}  # parameters (weight + bias)
 
@@ -157,7 +157,7 @@ import sys, time
 from types import SimpleNamespace
 from torch import nn
 from gradwidget.history import History
-from gradwidget.log import LogWriter
+from gradwidget.logs.writer import LogWriter
 writer, history = LogWriter(sys.argv[1]), History(("a",))
 writer.start([SimpleNamespace(name="a", module=nn.Linear(1, 1), params=())], history)
 start = float(sys.argv[2])

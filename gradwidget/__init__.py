@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import datasets, models, remedies, structure
-from .diagnosis import Finding, Severity, Thresholds, diagnose
+from . import datasets, models, remedies
+from .diagnose import structure
+from .diagnose.rules import Finding, Severity, Thresholds, diagnose
+from .diagnose.structure import Group, LayerInfo, Structure, grouped_history, layer_groups
 from .errors import DataError, GradWidgetError, RemedyNotApplicable, TrainingError
 from .history import History, Series
-from .log_reader import open_log
-from .recorder import Recorder
+from .logs.reader import open_log
+from .record.recorder import Recorder
 from .remedies import apply_remedies
-from .structure import Group, LayerInfo, Structure, grouped_history, layer_groups
-from .training import Run, RunState, TrainConfig, train
+from .train.training import Run, RunState, TrainConfig, train
 
 __version__ = "0.1.0"
 

@@ -18,18 +18,18 @@ from collections.abc import Callable, Sequence
 import torch
 
 from . import datasets, models
-from .console import follow
-from .diagnosis import diagnose
+from .diagnose.rules import diagnose
 from .errors import GradWidgetError
+from .logs.console import follow
 from .remedies import LABELS, apply_remedies
-from .summary import (
+from .train.summary import (
     RunSummary,
     default_threshold,
     format_table,
     summarize,
     summarize_history,
 )
-from .training import Run, train
+from .train.training import Run, train
 
 __all__ = ["VARIANTS", "demo", "main"]
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import gradwidget as gw
-from gradwidget.distributed import local, unwrap
+from gradwidget.record.distributed import local, unwrap
 
 STEPS = 24
 ACT_EVERY = 4

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from gradwidget.history import History
-from gradwidget.log import LogWriter
+from gradwidget.logs.writer import LogWriter
 
 
 def log_writer(folder: Path, names: tuple[str, ...], **options: Any) -> tuple[LogWriter, History]:

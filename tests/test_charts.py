@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gradwidget import Finding, History, Severity
-from gradwidget.summary import RunSummary
+from gradwidget.train.summary import RunSummary
 from gradwidget.view._data import (
     FLOOR,
     decimate_minmax,
@@ -27,7 +27,7 @@ from gradwidget.view._data import (
 from gradwidget.view._widgets import close_tree
 from gradwidget.view.charts import FlowChart, GradChart, HeatChart
 from gradwidget.view.compare import CompareView, to_html
-from gradwidget.view.findings import HEALTHY, DiagnosisBox
+from gradwidget.view.diagnosis_box import HEALTHY, DiagnosisBox
 from gradwidget.view.metrics import ActivityChart, LossChart
 
 LAYERS = ("0", "2", "4")

@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradwidget import diagnosis, findings, remedies
-from gradwidget.diagnosis import Finding, Severity, Thresholds, diagnose
+from gradwidget import remedies
+from gradwidget.diagnose import findings
+from gradwidget.diagnose import rules as diagnosis
+from gradwidget.diagnose.rules import Finding, Severity, Thresholds, diagnose
 from gradwidget.history import History
-from gradwidget.recorder import Recorder
+from gradwidget.record.recorder import Recorder
 
 LAYERS = ("in", "hidden", "out")
 T = Thresholds()

@@ -18,8 +18,8 @@ from _logs import log_writer
 import gradwidget as gw
 from gradwidget.__main__ import main
 from gradwidget.history import History
-from gradwidget.log import LogWriter
-from gradwidget.log_reader import LogReader
+from gradwidget.logs.reader import LogReader
+from gradwidget.logs.writer import LogWriter
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("0", "2", "4", "6")

@@ -14,8 +14,8 @@ from _loops import train_steps
 from torch import nn
 
 import gradwidget as gw
-from gradwidget.log import FILENAME, FORMAT_VERSION
-from gradwidget.log_reader import LogReader, find_logs
+from gradwidget.logs.reader import LogReader, find_logs
+from gradwidget.logs.writer import FILENAME, FORMAT_VERSION
 
 
 def _mlp() -> nn.Sequential:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradwidget as gw
-from gradwidget.view.findings import HEALTHY
+from gradwidget.view.diagnosis_box import HEALTHY
 
 torch.set_num_threads(1)
 STEPS = 40
@@ -429,7 +429,7 @@ def test_fix_bar_groups_rivals_reasons_and_stand_ins(panels, data) -> None:
 
 
 def test_comparison_stays_legible_with_nine_runs() -> None:
-    from gradwidget.summary import RunSummary
+    from gradwidget.train.summary import RunSummary
     from gradwidget.view.compare import CompareView, run_style
 
     view = CompareView(lambda _: None)

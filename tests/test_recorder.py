@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gradwidget.errors import GradWidgetError
-from gradwidget.recorder import Recorder
+from gradwidget.record.recorder import Recorder
 
 torch.manual_seed(0)
 
@@ -347,7 +347,7 @@ def test_reduce_squares_sums_squared_norms_once_per_step() -> None:
 
 
 def test_steps_captured_without_a_loss_record_none_and_a_nan_loss_still_counts() -> None:
-    from gradwidget.diagnosis import diagnose
+    from gradwidget.diagnose.rules import diagnose
 
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     x = torch.randn(16, 4)

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradwidget as gw
-from gradwidget import findings, remedies
+from gradwidget import remedies
+from gradwidget.diagnose import findings
 from gradwidget.remedies import REGISTRY, Group, Target
-from gradwidget.steps import Stepper
-from gradwidget.summary import summarize
+from gradwidget.train.steps import Stepper
+from gradwidget.train.summary import summarize
 
 torch.set_num_threads(1)
 

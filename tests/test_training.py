@@ -17,6 +17,7 @@ from torch import nn
 import gradwidget as gw
 from gradwidget.datasets import Dataset
 from gradwidget.models import deep_mlp, small_cnn
+from gradwidget.train.settings import OPTIMIZERS
 
 torch.set_num_threads(1)
 
@@ -123,7 +124,7 @@ def test_loop_matches_a_plain_torch_loop(optimizer: str) -> None:
     model = _model()
     reference = copy.deepcopy(model)
     run = gw.train(model, (x, y), steps=7, batch_size=8, optimizer=optimizer, lr=0.05)
-    opt = gw.training.OPTIMIZERS[optimizer](reference.parameters(), lr=0.05)
+    opt = OPTIMIZERS[optimizer](reference.parameters(), lr=0.05)
     for xb, yb in _oracle_batches(x, y, 8, seed=0, steps=7):
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(reference(xb), yb)

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import GradWidgetError
 from ..history import History
-from ..recorder import Recorder
+from ..record.recorder import Recorder
 
 __all__ = ["GradientWatch", "Watched", "require"]
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from ..errors import RemedyNotApplicable
-from ..settings import TrainConfig
+from ..train.settings import TrainConfig
 from ._plan import Change
 from ._registry import REMEDIES, Group, Remedy, Target
 from ._tree import copy_without_hooks

@@ -8,7 +8,7 @@ from enum import Enum
 
 from torch import nn
 
-from ..settings import TrainConfig
+from ..train.settings import TrainConfig
 from ._activation import plan_activation
 from ._init import plan_init
 from ._norm import plan_norm

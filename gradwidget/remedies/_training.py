@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import RemedyNotApplicable
-from ..settings import ScaledLR, TrainConfig
+from ..train.settings import ScaledLR, TrainConfig
 from ._plan import Change, Plan
 
 CLIP_NORM = 1.0  # the usual default (e.g. Hugging Face Trainer's max_grad_norm)

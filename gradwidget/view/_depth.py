@@ -1,8 +1,8 @@
 """What the charts put along depth: blocks or layers, thinned to what the eye can use.
 
-Pure numpy on top of :mod:`gradwidget.structure`. A :class:`Columns` is a list of positions,
-each a set of layers whose gradient norms combine as one L2 norm (a block, a layer, or a run
-of layers when even the blocks are too many), so 3 and 500 layers read the same.
+Pure numpy on top of :mod:`gradwidget.diagnose.structure`. A :class:`Columns` is a list of
+positions, each a set of layers whose gradient norms combine as one L2 norm (a block, a layer,
+or a run of layers when even the blocks are too many), so 3 and 500 layers read the same.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..structure import Structure
+from ..diagnose.structure import Structure
 
 __all__ = ["OVERVIEW", "Columns", "choices", "depth_columns", "select"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..history import History
-from ..summary import COLUMNS, RunSummary, default_threshold, summarize
+from ..train.summary import COLUMNS, RunSummary, default_threshold, summarize
 
 __all__ = ["OWN_LOOP_NAME", "frame", "histories", "summaries", "write"]
 

@@ -18,12 +18,12 @@ import ipywidgets as w
 import numpy as np
 from ipywidgets import Layout
 
+from ..diagnose.structure import layer_groups
 from ..history import History
-from ..structure import layer_groups
 from ._data import depth_colors, positive, spread_band, typical
 from ._depth import OVERVIEW, Columns, choices, depth_columns, select
 from ._figures import figure, key_html, log_axis, set_log_domain, step_axis, step_labels
-from ._ticks import depth_axis
+from ._tick_labels import depth_axis
 from .heatmap import HeatChart
 
 __all__ = ["FlowChart", "GradChart", "HeatChart", "figure", "key_html", "set_log_domain"]

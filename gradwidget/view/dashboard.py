@@ -7,9 +7,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..diagnosis import Finding
+from ..diagnose.rules import Finding
 from ..history import History
-from ._ticks import MIN_CHART_PX
+from ._tick_labels import MIN_CHART_PX
 from .charts import FlowChart, GradChart, HeatChart
 from .metrics import ActivityChart, LossChart
 

@@ -10,7 +10,7 @@ from torch import nn
 from .. import remedies
 from ..errors import RemedyNotApplicable
 from ..remedies import REGISTRY, REMEDIES, Group
-from ..settings import TrainConfig
+from ..train.settings import TrainConfig
 
 __all__ = ["FixBar"]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from ..diagnosis import Thresholds
+from ..diagnose.rules import Thresholds
 from ..history import History
-from ..log_reader import LogReader, LogStatus, find_logs
-from ..summary import default_threshold, summarize_history
+from ..logs.reader import LogReader, LogStatus, find_logs
+from ..train.summary import default_threshold, summarize_history
 from ._refresher import Refresher
 from ._widgets import close_tree
 from .compare import CompareView

@@ -9,12 +9,12 @@ from typing import Any
 import bqplot as bq
 import numpy as np
 
+from ..diagnose.structure import layer_groups
 from ..history import History
-from ..structure import layer_groups
 from ._data import heat_matrix
 from ._depth import depth_columns
 from ._figures import figure, step_axis, step_labels
-from ._ticks import fit_rows
+from ._tick_labels import fit_rows
 
 __all__ = ["HeatChart"]
 

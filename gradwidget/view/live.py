@@ -7,11 +7,11 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..diagnosis import Finding, Thresholds, diagnose
+from ..diagnose.rules import Finding, Thresholds, diagnose
 from ..history import History, Series
 from ..remedies import LABELS
 from .dashboard import Dashboard
-from .findings import DiagnosisBox
+from .diagnosis_box import DiagnosisBox
 
 __all__ = ["LiveCharts"]
 

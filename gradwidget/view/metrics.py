@@ -9,12 +9,12 @@ import bqplot as bq
 import ipywidgets as w
 import numpy as np
 
+from ..diagnose.structure import layer_groups
 from ..history import History
-from ..structure import layer_groups
 from ._data import decimate_minmax
 from ._depth import depth_columns
 from ._figures import figure, key_html, step_axis, step_labels
-from ._ticks import depth_axis
+from ._tick_labels import depth_axis
 
 __all__ = ["ActivityChart", "LossChart"]
 

@@ -17,12 +17,12 @@ from typing import Any
 import ipywidgets as w
 from torch import nn
 
-from ..diagnosis import Thresholds
+from ..diagnose.rules import Thresholds
 from ..errors import GradWidgetError, RemedyNotApplicable
 from ..history import History
-from ..recorder import Recorder
+from ..record.recorder import Recorder
 from ..remedies import LABELS, REGISTRY, apply_remedies, apply_settings, split
-from ..training import Run, TrainConfig
+from ..train.training import Run, TrainConfig
 from . import _export, report
 from ._refresher import Refresher
 from ._widgets import close_tree
@@ -270,7 +270,7 @@ class GradPanel(w.VBox):
     # -- results -------------------------------------------------------------------------
 
     def comparison(self, loss_threshold: float | None = None) -> Any:
-        """One row per run, a pandas DataFrame of :class:`gradwidget.summary.RunSummary` fields.
+        """One row per run: a DataFrame of :class:`gradwidget.train.summary.RunSummary` fields.
 
         ``steps_to_threshold`` counts steps until the loss reaches ``loss_threshold``, the
         same bar for every run (default: half the first run's first loss).

@@ -21,13 +21,13 @@ from typing import Any
 import ipywidgets as w
 from ipywidgets.embed import dependency_state, embed_data
 
-from ..diagnosis import diagnose
+from ..diagnose.rules import diagnose
 from ..errors import GradWidgetError
 from ..remedies import LABELS
 from . import _export, _settings
 from ._assets import Script, font_faces, page_scripts
 from .compare import to_html
-from .findings import render
+from .diagnosis_box import render
 
 __all__ = ["default_name", "export_button", "export_html"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..history import History
-from ..training import Run
+from ..train.training import Run
 
 __all__ = ["RunRecord", "unique_name"]
 

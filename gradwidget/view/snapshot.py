@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..diagnosis import Finding, Thresholds, diagnose
+from ..diagnose.rules import Finding, Thresholds, diagnose
 from ..errors import GradWidgetError
 from ..history import History
 from . import _export

@@ -7,7 +7,7 @@ import traceback
 
 import ipywidgets as w
 
-from ..training import Run, RunState
+from ..train.training import Run, RunState
 
 __all__ = ["StatusBar"]
 

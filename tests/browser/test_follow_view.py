@@ -23,7 +23,7 @@ from torch import nn
 
 import gradwidget as gw
 from gradwidget.history import History
-from gradwidget.log import LogWriter
+from gradwidget.logs.writer import LogWriter
 
 folder = Path(tempfile.mkdtemp()) / "exp1"
 writer = LogWriter(folder, flush_s=0.2)

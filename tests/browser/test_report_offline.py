@@ -16,7 +16,7 @@ from _finding import trained_panel, widget_tree
 from playwright.sync_api import Page, Request, Route
 
 import gradwidget as gw
-from gradwidget.view.findings import HEALTHY
+from gradwidget.view.diagnosis_box import HEALTHY
 
 pytestmark = pytest.mark.browser
 

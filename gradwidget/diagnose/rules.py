@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..history import History
 from .findings import Finding, Severity, Thresholds, make_finding
-from .history import History
 from .structure import layer_groups
 
 __all__ = ["Finding", "Severity", "Thresholds", "diagnose"]

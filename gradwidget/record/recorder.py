@@ -5,14 +5,15 @@ The cost model drives the design (measured in ``shared/NOTES.md``):
 * Gradients are read from ``p.grad`` after backward, never with full backward hooks: those
   cost about 1.24x a step and raise on in-place modules such as ``ReLU(inplace=True)``.
 * All per-parameter norms come from one fused ``torch._foreach_norm``; everything due at a step
-  crosses to the host in **one** transfer (:mod:`gradwidget._transfer`), asynchronous on CUDA.
+  crosses to the host in **one** transfer (:mod:`gradwidget.record._transfer`), asynchronous
+  on CUDA.
 * Forward hooks slow every module call, even when they return at once, so they are attached
   only for the forward pass of a sampled step and removed at the next ``capture``.
 * On tiny steps even one fused capture is a few percent of the step, so by default gradient
   captures, activation samples and update ratios share one time ``budget``
-  (:mod:`gradwidget._budget`); a per-step tick of the loss and a sentinel norm
-  (:mod:`gradwidget._ticks`) forces a full capture when either jumps, so sampling never loses
-  a burst.
+  (:mod:`gradwidget.record._budget`); a per-step tick of the loss and a sentinel norm
+  (:mod:`gradwidget.record._tick_ring`) forces a full capture when either jumps, so sampling
+  never loses a burst.
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import GradWidgetError
+from ..history import History
+from ..logs.writer import LogWriter
 from ._amp import AmpState, read_scaler
 from ._budget import Schedule, StepKind
 from ._layers import Layers, UpdateTracker, find_layers, squares
-from ._ticks import Ticks, TickTag, as_loss
+from ._tick_ring import Ticks, TickTag, as_loss
 from ._transfer import HostLink
 from .activations import ActivationProbe
 from .distributed import Scope, check_parameters, local, unwrap
-from .errors import GradWidgetError
-from .history import History
-from .log import LogWriter
 
 __all__ = ["Recorder"]
 
@@ -70,11 +71,12 @@ class Recorder:
         Largest fraction of a training step that recording may cost, all of it together:
         gradient captures, activation samples, update ratios and the per-step tick. None:
         gradients every step and activations every ``act_every`` steps. Under FSDP2 always
-        None: every rank must capture the same steps (see :mod:`gradwidget.distributed`).
+        None: every rank must capture the same steps (see :mod:`gradwidget.record.distributed`).
     log_dir : str or Path, optional
-        Also append everything recorded to the log in this folder (see :mod:`gradwidget.log`),
-        which :func:`gradwidget.open_log` and :meth:`gradwidget.GradPanel.follow` read, also
-        while the job runs. Under ``torch.distributed`` only rank 0 writes it.
+        Also append everything recorded to the log in this folder (see
+        :mod:`gradwidget.logs.writer`), which :func:`gradwidget.open_log` and
+        :meth:`gradwidget.GradPanel.follow` read, also while the job runs. Under
+        ``torch.distributed`` only rank 0 writes it.
 
     Examples
     --------

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..datasets import Dataset
+from ..errors import DataError, GradWidgetError, TrainingError
+from ..history import History
+from ..record.recorder import Recorder
 from . import messages
 from .batches import BatchSource, as_source
-from .datasets import Dataset
-from .errors import DataError, GradWidgetError, TrainingError
-from .history import History
-from .recorder import Recorder
 from .settings import OPTIMIZERS, RunState, TrainConfig
 from .steps import Stepper
 

@@ -1,4 +1,4 @@
-"""Read the on-disk log of :mod:`gradwidget.log`, whole or incrementally while a job writes it."""
+"""Read the on-disk log of :mod:`gradwidget.logs.writer`, whole or while a job writes it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GradWidgetError
-from .history import History
-from .log import APPLICATION_ID, FILENAME, FORMAT_VERSION
+from ..errors import GradWidgetError
+from ..history import History
+from .writer import APPLICATION_ID, FILENAME, FORMAT_VERSION
 
 __all__ = ["LayerInfo", "LogReader", "LogStatus", "find_logs", "open_log"]
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .history import History
-from .remedies import SETTINGS_NAMES
+from ..history import History
+from ..remedies import SETTINGS_NAMES
 from .settings import ScaledLR, TrainConfig
 
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .diagnosis import diagnose
-from .log_reader import LogReader, LogStatus, find_logs
+from ..diagnose.rules import diagnose
+from .reader import LogReader, LogStatus, find_logs
 
 __all__ = ["follow", "render"]
 

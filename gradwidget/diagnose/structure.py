@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..history import History, Series, _Buckets
 from ._naming import block_of, block_short, kind_of, short_names
-from .history import History, Series, _Buckets
 
 __all__ = ["KINDS", "Group", "LayerInfo", "Structure", "grouped_history", "layer_groups"]
 

@@ -1,6 +1,6 @@
 """What a diagnosis says: :class:`Thresholds`, :class:`Severity` and :class:`Finding`.
 
-The rules that produce findings live in :mod:`gradwidget.diagnosis`; this module is their
+The rules that produce findings live in :mod:`gradwidget.diagnose.rules`; this module is their
 vocabulary (kinds, titles, severities, suggested remedies), shared by the rules, the panel and
 the reports. Pure numpy.
 """
@@ -12,7 +12,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from .history import History
+from ..history import History
 
 __all__ = ["KINDS", "Finding", "Severity", "Thresholds", "make_finding"]
 

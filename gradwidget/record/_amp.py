@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.amp.grad_scaler import GradScaler, OptState
 
-from .errors import GradWidgetError
+from ..errors import GradWidgetError
 
 __all__ = ["AmpState", "read_scaler"]
 

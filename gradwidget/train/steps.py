@@ -1,6 +1,6 @@
 """One optimizer step and one test evaluation, with the first batch checked for mistakes.
 
-:class:`~gradwidget.training.Run` decides *when* to step (threads, pause, stop); this module
+:class:`~gradwidget.train.training.Run` decides *when* to step (threads, pause, stop); this module
 decides *what* a step is: zero the gradients, forward, loss, backward, let the recorder read
 the gradients, then let the optimizer change the weights.
 """
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import TrainingError
 from .batches import BatchSource, Inputs, check_finite
 from .checks import (
     check_loss_value,
@@ -27,7 +28,6 @@ from .checks import (
     model_loss,
     output_scores,
 )
-from .errors import TrainingError
 
 __all__ = ["StepResult", "Stepper"]
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import GradWidgetError
+from ..errors import GradWidgetError
 
 __all__ = ["Scope", "check_parameters", "local", "rank", "unwrap", "world_size"]
 

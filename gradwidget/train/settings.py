@@ -1,7 +1,7 @@
 """Settings and states of a training run: :class:`TrainConfig` and :class:`RunState`.
 
 Kept apart from the loop so the view can build configs and read states without the
-training machinery; both are re-exported by :mod:`gradwidget.training`.
+training machinery; both are re-exported by :mod:`gradwidget.train.training`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sentences a :class:`~gradwidget.training.Run` leaves in ``run.message``.
+"""The sentences a :class:`~gradwidget.train.training.Run` leaves in ``run.message``.
 
 Each says what happened in user words and, when something went wrong, what to try next.
 """

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import DataError, GradWidgetError, TrainingError
+from ..errors import DataError, GradWidgetError, TrainingError
 
 __all__ = [
     "check_loss_value",

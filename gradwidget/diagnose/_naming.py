@@ -1,4 +1,4 @@
-"""How :mod:`gradwidget.structure` reads layer names: blocks, short names, kinds.
+"""How :mod:`gradwidget.diagnose.structure` reads layer names: blocks, short names, kinds.
 
 Pure string rules (no torch, no numpy), kept apart so the structure module holds the data
 types and the public API.

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GradWidgetError
-from .history import History
+from ..errors import GradWidgetError
+from ..history import History
 
 __all__ = ["FILENAME", "FORMAT_VERSION", "LogWriter"]
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .datasets import Dataset
-from .errors import DataError
+from ..datasets import Dataset
+from ..errors import DataError
 
 __all__ = ["BatchSource", "as_source", "check_finite"]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import ipywidgets as w
 
-from ..diagnosis import Finding, Severity
+from ..diagnose.rules import Finding, Severity
 
 __all__ = ["HEALTHY", "DiagnosisBox"]
 

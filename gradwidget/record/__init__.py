@@ -1,0 +1,1 @@
+"""Measuring a model while it trains: the recorder, its hooks and helpers (torch + numpy)."""

@@ -1,0 +1,1 @@
+"""Training the panel does itself: settings, seeded batches, checks, steps, runs (no UI)."""
