@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gradwidget import Finding, History, Severity
-from gradwidget.train.summary import RunSummary
+from gradwidget.session.summary import RunSummary
 from gradwidget.view._data import (
     FLOOR,
     decimate_minmax,

@@ -12,7 +12,7 @@ import ipywidgets as w
 import numpy as np
 
 from ..history import History
-from ..train.summary import COLUMNS, RunSummary
+from ..session.summary import COLUMNS, RunSummary
 from ._data import decimate_minmax
 from ._widgets import close_tree
 from .charts import GradChart, figure, set_log_domain

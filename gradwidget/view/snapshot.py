@@ -22,7 +22,7 @@ import numpy as np
 from ..diagnose.rules import Finding, Thresholds, diagnose
 from ..errors import GradWidgetError
 from ..history import History
-from . import _export
+from ..session import Session
 from ._data import decimate_minmax, depth_colors, positive
 
 __all__ = ["Snapshot", "draw", "take"]
@@ -60,9 +60,9 @@ class Snapshot:
         return path
 
 
-def take(panel: Any, dpi: int = 100) -> Snapshot:
-    """Draw ``panel``'s runs (or its own loop) as a PNG of 12 x 9 inches at ``dpi``."""
-    return picture(_export.histories(panel.runs, panel.recorder), panel.thresholds, dpi)
+def take(session: Session, dpi: int = 100) -> Snapshot:
+    """Draw ``session``'s runs (its own loop, its logs) as a PNG of 12 x 9 inches at ``dpi``."""
+    return picture(session.histories(), session.thresholds, dpi)
 
 
 def picture(histories: Mapping[str, History], thresholds: Thresholds, dpi: int = 100) -> Snapshot:
