@@ -91,7 +91,7 @@ class Session:
         self._lock = threading.RLock()
         # A copy taken before any hook is added: every run starts from these weights. A watched
         # model is not copied (it may be large, and the user's loop owns its weights).
-        self._initial = apply_remedies(model, ()) if data is not None else None
+        self._initial = None if model is None or data is None else apply_remedies(model, ())
 
     @classmethod
     def watching(
@@ -103,10 +103,9 @@ class Session:
         the Recorder's (``act_every``, ``capacity``, ``budget``...). One open watching
         session per model: two would hook it twice.
         """
-        recorder = model if isinstance(model, Recorder) else None
-        module = recorder.model if recorder is not None else model
+        recorder, module = (model, model.model) if isinstance(model, Recorder) else (None, model)
         owner = _WATCHED.get(module)
-        if owner is not None and not owner.closed and not owner.recorder.closed:
+        if owner is not None and not owner.closed and owner.recording:
             raise GradWidgetError(
                 "This model is already watched by another open panel, and two panels would "
                 "hook it twice. Close the other panel first (panel.close())."
@@ -139,6 +138,11 @@ class Session:
         return session
 
     # -- what it is ------------------------------------------------------------------------
+
+    @property
+    def recording(self) -> bool:
+        """A watching session whose recorder still hooks the model."""
+        return self.recorder is not None and not self.recorder.closed
 
     @property
     def can_train(self) -> bool:
@@ -381,7 +385,7 @@ class Session:
             active.stop(timeout=_CLOSE_WAIT_S)
         for record in self.runs:
             record.run.join(timeout=_CLOSE_WAIT_S)
-        if self.recorder is not None:
+        if self.recorder is not None and self.model is not None:
             self.recorder.close()
             _WATCHED.pop(self.model, None)
         for log in self.logs.values():

@@ -82,7 +82,7 @@ class Source(Protocol):
 class LiveSource:
     """A recorder on a model the user trains in their own loop."""
 
-    def __init__(self, recorder: Recorder, model: nn.Module, name: str) -> None:
+    def __init__(self, recorder: Recorder, model: nn.Module | None, name: str) -> None:
         self.recorder, self.name, self._model = recorder, name, model
 
     @property

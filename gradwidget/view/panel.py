@@ -130,9 +130,13 @@ class GradPanel(w.VBox):
         self.chooser = w.Dropdown(description="Show", layout=w.Layout(width="max-content"))
         self.chooser.add_class("gw-chooser")
         self.chooser.observe(self._on_choice, names="value")
-        fixable = session.initial_model is not None
-        self.fixes = FixBar(session.initial_model, self._on_fixes_changed, self.retrain,
-                            session.config) if fixable else None  # fmt: skip
+        base = session.initial_model
+        fixable = base is not None
+        self.fixes = (
+            None
+            if base is None
+            else FixBar(base, self._on_fixes_changed, self._retrain_clicked, session.config)
+        )
         # Status, diagnosis and fixes on top; the charts below them in a grid.
         self.live = LiveCharts(session.thresholds, beside=self.fixes)
         # Joins the panel with the second source (bqplot lays out a hidden figure at zero
@@ -179,6 +183,9 @@ class GradPanel(w.VBox):
         run is active (one run at a time), or for unknown or rival names.
         """
         return self._act(lambda: self.session.retrain(names))
+
+    def _retrain_clicked(self, names: tuple[str, ...]) -> None:
+        self.retrain(names)
 
     def _act(self, start: Callable[[], Run]) -> Run | None:
         with self._lock:
@@ -360,7 +367,8 @@ class GradPanel(w.VBox):
         run, self._running = self._running, None
         self._sync_sources()
         self._update_compare()
-        self.status.show(self.session.source(run.name).status() if run else self.session.status())
+        source = self.session.source(run.name) if run is not None else None
+        self.status.show(source.status() if source is not None else self.session.status())
         self.train_button.disabled = False
         if self.fixes is not None:
             self.fixes.allow_retrain(None)
