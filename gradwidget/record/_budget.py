@@ -159,7 +159,8 @@ class Schedule:
         """A gradient capture: its own time beyond a tick, and its spill into the next step.
 
         Until both sides of the spill are measured, it is taken to equal the capture's own
-        time, as measured in docs/performance.md (every step captured leaves no plain step to compare with).
+        time, as measured in docs/performance.md (every step captured leaves no plain step to
+        compare with).
         """
         own = max(self._grads.median - self._tick.median, 0.0)
         spill = own
