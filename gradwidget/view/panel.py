@@ -107,8 +107,25 @@ class GradPanel(w.VBox):
     # -- what it shows (the session's) -------------------------------------------------------
 
     model = property(lambda self: self.session.model, doc="The model (None for a log).")
-    data = property(lambda self: self.session.data, doc="The training data, if any.")
-    config = property(lambda self: self.session.config, doc="Every run's TrainConfig.")
+
+    @property
+    def data(self) -> Any:
+        """The training data of the next run (set it to correct the data and retrain)."""
+        return self.session.data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self.session.data = value
+
+    @property
+    def config(self) -> Any:
+        """The TrainConfig of the next run (replace it to correct a setting and retrain)."""
+        return self.session.config
+
+    @config.setter
+    def config(self, value: Any) -> None:
+        self.session.config = value
+
     thresholds = property(lambda self: self.session.thresholds, doc="The diagnosis's limits.")
     runs = property(lambda self: self.session.runs, doc="The session's runs (RunRecord).")
     recorder = property(lambda self: self.session.recorder, doc="Own loop: the Recorder.")
