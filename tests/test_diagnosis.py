@@ -457,3 +457,14 @@ def test_an_accuracy_falling_far_below_its_best_is_oscillating() -> None:
 def test_slow_convergence_against_plateau(end: float, kind: str | None) -> None:
     loss = noisy(np.linspace(2.3, end, 400), spread=0.01)
     assert kinds(history_with(train_loss=loss)) == ([kind] if kind else [])
+
+
+@pytest.mark.parametrize(("fall", "fires"), [(0.0, False), (0.4, True)])
+def test_batch_accuracy_noise_is_not_a_swing_but_a_fall_is(fall: float, fires: bool) -> None:
+    # Batches of 8 at 80 %: +-14 points from batch to batch; no test accuracy recorded.
+    history = history_with(train_loss=noisy(np.linspace(2.3, 0.5, 400)))
+    rng = np.random.default_rng(0)
+    for step in range(0, 400, 5):
+        level = 0.8 - (fall if step >= 300 else 0.0)
+        history.append("accuracy", step, float(np.clip(level + rng.normal(0, 0.14), 0, 1)))
+    assert ("oscillating" in kinds(history)) is fires
