@@ -144,12 +144,12 @@ def _moving(loss: _Loss, t: Thresholds) -> bool:
 def slow_convergence(history: History, t: Thresholds) -> Finding | None:
     """The loss still falls, but at its recent pace would not halve within another run."""
     loss = _read(history, t)
-    if loss is None or loss.improvement < t.plateau_improvement or _moving(loss, t):
+    if loss is None or loss.improvement < t.plateau_improvement:
         return None
     target = t.plateau_level * loss.start
     pace = (loss.before - loss.now) / (loss.span / 2)  # loss per step
     needed = (loss.now - target) / pace
-    if loss.now <= target or needed <= t.slow_factor * (loss.last + 1):
+    if loss.now <= target or needed <= t.slow_factor * (loss.last + 1) or _moving(loss, t):
         return None
     message = (
         f"The loss falls too slowly to get anywhere: {loss.now:.3g} after {loss.last + 1} "
@@ -170,9 +170,9 @@ def slow_convergence(history: History, t: Thresholds) -> Finding | None:
 def plateau(history: History, t: Thresholds) -> Finding | None:
     """The loss has stopped falling while still above ``plateau_level`` of its start."""
     loss = _read(history, t)
-    if loss is None or loss.improvement >= t.plateau_improvement or _moving(loss, t):
+    if loss is None or loss.improvement >= t.plateau_improvement:
         return None
-    if loss.now <= t.plateau_level * loss.start:
+    if loss.now <= t.plateau_level * loss.start or _moving(loss, t):
         return None
     message = (
         f"The loss has stalled: it improved by {loss.improvement:.1%} over the last "
