@@ -158,9 +158,7 @@ def test_fraction_thresholds(metric: str, kind: str, limit: float, offset: float
 def plateau_loss(last_improvement: float) -> np.ndarray:
     """Flat at 2.0, then the last half window lower by ``last_improvement`` (relative)."""
     half = T.plateau_window // 2
-    return np.r_[
-        np.full(2 * T.plateau_window - half, 2.0), np.full(half, 2.0 * (1 - last_improvement))
-    ]
+    return np.r_[np.full(T.loss_steps - half, 2.0), np.full(half, 2.0 * (1 - last_improvement))]
 
 
 @pytest.mark.parametrize(("improvement", "fires"), [(0.009, True), (0.011, False)])
@@ -170,9 +168,9 @@ def test_plateau_threshold(improvement: float, fires: bool) -> None:
 
 
 def test_no_plateau_once_the_loss_has_halved() -> None:
-    halved = np.r_[np.full(T.plateau_window, 2.0), np.full(T.plateau_window, 0.99)]
+    halved = np.r_[np.full(T.loss_steps - T.plateau_window, 2.0), np.full(T.plateau_window, 0.99)]
     assert kinds(history_with(loss=halved)) == []
-    assert kinds(history_with(loss=np.full(T.plateau_window - 1, 2.0))) == []  # too short
+    assert kinds(history_with(loss=np.full(T.loss_steps - 1, 2.0))) == []  # too early to judge
 
 
 # -- windows: noise does not fire, the recent past decides --------------------------------------
@@ -225,11 +223,11 @@ def test_a_single_non_finite_gradient_survives_compaction() -> None:
 
 
 def test_most_severe_first() -> None:
-    counts = np.zeros((2 * T.plateau_window, 3))
+    counts = np.zeros((T.loss_steps, 3))
     counts[-1] = (1, 0, 0)
     history = history_with(
-        loss=np.full(2 * T.plateau_window, 2.0),
-        grad_norm=rows(1e-8, 1e-3, 1e-1, n=2 * T.plateau_window),
+        loss=np.full(T.loss_steps, 2.0),
+        grad_norm=rows(1e-8, 1e-3, 1e-1, n=T.loss_steps),
         nonfinite=counts,
     )
     findings = diagnose(history)
@@ -250,11 +248,11 @@ def test_vanishing_names_layers_and_explains_with_numbers() -> None:
 
 def test_every_finding_offers_known_remedies_and_a_title() -> None:
     history = history_with(
-        grad_norm=rows(1e3, 1.0, 1.0),
-        dead_frac=rows(0.9, 0.9, math.nan),
-        saturated_frac=rows(0.9, math.nan, math.nan),
-        loss=np.r_[np.full(T.plateau_window, 2.0), math.nan],
-        nonfinite=rows(0, 0, 1),
+        grad_norm=rows(1e3, 1.0, 1.0, n=T.loss_steps),
+        dead_frac=rows(0.9, 0.9, math.nan, n=T.loss_steps),
+        saturated_frac=rows(0.9, math.nan, math.nan, n=T.loss_steps),
+        loss=np.r_[np.full(T.loss_steps, 2.0), math.nan],
+        nonfinite=rows(0, 0, 1, n=T.loss_steps),
     )
     findings = diagnose(history)
     assert {f.kind for f in findings} == {

@@ -59,6 +59,8 @@ def _read(history: History, t: Thresholds) -> _Loss | None:
     if values.size < t.plateau_window:
         return None
     last = last_step(history)
+    if last + 1 < t.loss_steps:
+        return None
     rows = recent(steps, last, t, t.loss_fraction, t.plateau_window)
     window = values[rows]
     half = window.size // 2
