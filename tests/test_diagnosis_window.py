@@ -198,5 +198,5 @@ def test_a_step_budget_decides_by_step_alone(steps: int | None) -> None:
     n = steps or 3000
     late = [s for s in grads if s >= 0.9 * n]
     assert len(late) >= 10  # the diagnosis's window (the last tenth) is well filled
-    # Known length: about 200 captures; unknown: about 200 per doubling of the run.
-    assert len(grads) <= (40 + 200 if steps else 200 * (np.log2(n / 200) + 2))
+    # Known length: about 100 captures; unknown: about 100 per doubling of the run.
+    assert len(grads) <= (40 + 100 if steps else 100 * (np.log2(n / 100) + 2))
