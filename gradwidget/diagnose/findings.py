@@ -31,9 +31,11 @@ class Thresholds:
         Gradient and unit rules judge the last ``window_fraction`` (default ``0.1``) of the
         steps seen, and at least ``window`` steps (default 20).
     min_samples : int
-        Finite points a series needs inside its window before a rule judges it (default 5,
-        so a median outvotes two odd points). A series sampled too sparsely for that has its
-        window grown back, point by point, but never past the last ``window_limit`` of the run.
+        Finite points a series needs inside its window before a rule judges it (default 3: a
+        median outvotes one odd point, and the time budget's thinnest sampling, every 64
+        steps, leaves 3 in the last half of a 400-step run). A series sampled too sparsely for
+        that has its window grown back, point by point, but never past the last
+        ``window_limit`` of the run.
     window_limit : float
         The largest part of the run a window may grow back to (default ``0.5``).
     vanishing_ratio, vanishing_first_norm : float
