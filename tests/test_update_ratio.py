@@ -171,3 +171,13 @@ def test_updates_only_attaches_no_hook_after_the_first_step() -> None:
 def test_an_unknown_measure_is_a_clear_error() -> None:
     with pytest.raises(GradWidgetError, match="'weights'"):
         Recorder(_mlp(), measure=("gradients", "weights"))
+
+
+def test_an_empty_parameter_is_sampled_as_nothing() -> None:
+    empty, weight = nn.Parameter(torch.empty(0, 4)), nn.Parameter(torch.randn(3, 4))
+    tracker = UpdateTracker()
+    tracker.keep([empty, weight], torch.device("cpu"))
+    with torch.no_grad():
+        weight.add_(1.0)
+    update_sq = tracker.measure([empty, weight], torch.device("cpu"))["update_sq"]
+    assert update_sq[0] == 0 and update_sq[1] == pytest.approx(12.0)
