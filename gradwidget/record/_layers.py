@@ -128,7 +128,8 @@ def _flat(tensor: torch.Tensor) -> torch.Tensor:
     """A 1-D view of a tensor in memory order (channels-last weights too, without a copy)."""
     if tensor.is_contiguous():
         return tensor.view(-1)
-    order = sorted(range(tensor.ndim), key=lambda d: -tensor.stride(d))
+    strides = tensor.stride()
+    order = sorted(range(tensor.ndim), key=lambda d: -strides[d])
     permuted = tensor.permute(order)
     return permuted.view(-1) if permuted.is_contiguous() else permuted.reshape(-1)
 
@@ -224,7 +225,7 @@ class UpdateTracker:
         assert weight is not None and self._whole is not None, "measure() follows keep()"
         after = [s.of(local(p.detach())) for s, p in zip(self._plan, params, strict=True)]
         before_sq = squares(self._before, device)
-        moved_sq = squares(torch._foreach_sub(after, self._before), device)
+        moved_sq = squares(list(torch._foreach_sub(after, self._before)), device)
         ratio_sq = moved_sq / before_sq.clamp_min(torch.finfo(before_sq.dtype).tiny)
         update = torch.where(before_sq > 0, ratio_sq * weight, moved_sq * self._whole)
         return {"weight_sq": weight, "update_sq": update}

@@ -264,8 +264,9 @@ class Recorder:
             self._fix_order()
         step, sentinel = self.step, self._layers.sentinel
         grads = "gradients" in self.measure
-        grad = None if not grads or sentinel is None or sentinel.grad is None else sentinel.grad
-        alarm = self._ticks.record(step, loss, local(grad), None if amp is None else amp.scale)
+        grad = sentinel.grad if grads and sentinel is not None else None
+        grad = None if grad is None else local(grad)
+        alarm = self._ticks.record(step, loss, grad, None if amp is None else amp.scale)
         kind = StepKind(
             grads=grads and self._schedule.grads_due(step, force or alarm),
             hooked=self._sampling,

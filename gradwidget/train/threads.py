@@ -59,11 +59,11 @@ def cpu_quota(root: Path = CGROUP) -> float | None:
         pass
     for name in _V1_DIRS:
         try:
-            quota = int((root / name / "cpu.cfs_quota_us").read_text())
-            period = int((root / name / "cpu.cfs_period_us").read_text())
+            quota_us = int((root / name / "cpu.cfs_quota_us").read_text())
+            period_us = int((root / name / "cpu.cfs_period_us").read_text())
         except (OSError, ValueError):
             continue
-        return None if quota <= 0 or period <= 0 else quota / period
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
     return None
 
 
