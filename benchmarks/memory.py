@@ -1,7 +1,9 @@
-"""Memory: Python-heap growth of a History over many steps, and RSS over a long recorded run.
+"""Memory: Python-heap growth of a History over many steps, RSS over a long recorded run, and
+what recording adds to GPT-2-like models of 10M to 350M parameters.
 
-Run as a module (``python -m benchmarks.memory STEPS``) it does the long run in a fresh process
-and prints JSON, so the peak RSS is not that of the models other benchmarks built earlier.
+Run as a module it measures in a fresh process and prints JSON, so the RSS is not that of the
+models other benchmarks built earlier: ``python -m benchmarks.memory STEPS`` (the long run),
+``python -m benchmarks.memory gpt2 NAME`` (one size of :data:`GPT2_SIZES`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 from dataclasses import asdict, dataclass
 
@@ -19,7 +22,17 @@ import torch.nn.functional as F
 
 from gradwidget.models import deep_mlp
 
-__all__ = ["HistoryGrowth", "RunMemory", "history_growth", "run_memory"]
+__all__ = ["GPT2_SIZES", "HistoryGrowth", "RunMemory", "gpt2_memory", "history_growth",
+           "run_memory"]  # fmt: skip
+
+# name: (blocks, width, heads, vocabulary); gpt2-124m and gpt2-350m are GPT-2 small and medium.
+GPT2_SIZES = {
+    "gpt2-10m": (6, 256, 4, 16384),
+    "gpt2-30m": (6, 512, 8, 16384),
+    "gpt2-85m": (8, 768, 12, 32768),
+    "gpt2-124m": (12, 768, 12, 50257),
+    "gpt2-350m": (24, 1024, 16, 50257),
+}
 
 _PER_STEP = ("grad_norm", "nonfinite")  # plus "loss": what the Recorder writes every step
 _SAMPLED = ("act_mean", "act_std", "dead_frac", "saturated_frac", "weight_norm", "update_ratio")
@@ -126,5 +139,84 @@ def run_memory(steps: int) -> RunMemory:
     return RunMemory(**json.loads(out.stdout))
 
 
+def _gpt2(name: str) -> dict:
+    """One size: parameter bytes, what the recorder holds, RSS added, capture and redraw time.
+
+    Plain SGD without momentum (no optimizer state) and gradients kept between steps
+    (``set_to_none=False``), so that the RSS after the plain steps is the steady state the
+    recorder adds to. Every step of the recorded part is sampled (``act_every=1``, no
+    budget): activation statistics, the weight sample and the update ratio each time.
+    """
+    import transformers
+
+    from gradwidget import Recorder, Thresholds
+    from gradwidget.view._widgets import close_tree
+    from gradwidget.view.live import LiveCharts
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    blocks, width, heads, vocab = GPT2_SIZES[name]
+    config = transformers.GPT2Config(
+        n_layer=blocks, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=64
+    )
+    model = transformers.GPT2LMHeadModel(config)
+    params = [p for p in model.parameters()]
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    optimizer = torch.optim.SGD(params, lr=1e-3)
+    x = torch.randint(vocab, (1, 32))
+
+    def step(recorder: Recorder | None) -> tuple[float, float]:
+        optimizer.zero_grad(set_to_none=False)
+        began = time.perf_counter()
+        loss = model(x, labels=x).loss
+        loss.backward()
+        captured = time.perf_counter()
+        if recorder is not None:
+            recorder.capture(loss)
+        left = time.perf_counter()
+        optimizer.step()
+        return time.perf_counter() - began - (left - captured), left - captured
+
+    plain = [step(None)[0] for _ in range(3)]
+    rss_plain = _rss_mb()
+    with Recorder(model, act_every=1, budget=None) as recorder:
+        timed = [step(recorder) for _ in range(4)]
+        rss_recorded = _rss_mb()
+        tracker, history_bytes = recorder._updates.nbytes, recorder.live.nbytes()
+        history = recorder.history
+    live = LiveCharts(Thresholds())
+    began = time.perf_counter()
+    live.draw(history, final=True)
+    redraw_s = time.perf_counter() - began
+    close_tree(live)
+    return {
+        "name": name,
+        "params_m": round(sum(p.numel() for p in params) / 1e6, 1),
+        "layers": len(history.layers),
+        "param_mb": round(param_bytes / 2**20, 1),
+        "tracker_bytes": tracker,  # the update-ratio sample, on the parameters' device
+        "tracker_over_params": tracker / param_bytes,
+        "history_mb": round(history_bytes / 2**20, 2),  # bounded, whatever the model's size
+        "rss_added_mb": round(rss_recorded - rss_plain, 1),
+        "rss_added_over_params": (rss_recorded - rss_plain) * 2**20 / param_bytes,
+        "step_ms": round(1000 * float(np.median(plain)), 1),
+        "capture_ms": round(1000 * float(np.median([c for _, c in timed[1:]])), 1),
+        "redraw_ms": round(1000 * redraw_s, 1),
+    }
+
+
+def gpt2_memory(names: tuple[str, ...] = tuple(GPT2_SIZES)) -> list[dict]:
+    """:func:`_gpt2` for each size, each in a fresh Python process."""
+    rows = []
+    for name in names:
+        command = [sys.executable, "-m", "benchmarks.memory", "gpt2", name]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.splitlines()[-1]))
+    return rows
+
+
 if __name__ == "__main__":
-    print(json.dumps(asdict(_long_run(int(sys.argv[1])))))
+    if sys.argv[1] == "gpt2":
+        print(json.dumps(_gpt2(sys.argv[2])))
+    else:
+        print(json.dumps(asdict(_long_run(int(sys.argv[1])))))

@@ -7,6 +7,7 @@ panel's widgets hold, and the written summary the diagnosis ``gw.diagnose`` give
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import html
 import json
@@ -21,8 +22,9 @@ from _finding import FIXES, STEPS, own_loop_panel, trained_panel, widget_tree
 import gradwidget as gw
 from gradwidget.view import _assets, report
 
-STATE = re.compile(r'<script type="application/vnd\.jupyter\.widget-state\+json">(.*?)</', re.S)
 SCRIPTS = re.compile(r"<script([^>]*)>(.*?)</script>", re.S)
+PACKED = 'type="application/x-gradwidget-gzip"'
+STATE_TYPE = 'data-type="application/vnd.jupyter.widget-state+json"'
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,15 @@ def exported(panel, tmp_path_factory) -> tuple[Path, str]:
     return path, path.read_text(encoding="utf-8")
 
 
+def unpacked(page: str) -> list[tuple[str, str]]:
+    """Each packed script of the page (attributes, text), unpacked as unpack.js does."""
+    tags = [(a, t) for a, t in SCRIPTS.findall(page) if PACKED in a]
+    return [(a, gzip.decompress(base64.b64decode(t)).decode("utf-8")) for a, t in tags]
+
+
 def manager_state(page: str) -> dict:
-    return json.loads(STATE.search(page).group(1))["state"]
+    (state,) = [text for attributes, text in unpacked(page) if STATE_TYPE in attributes]
+    return json.loads(state)["state"]
 
 
 def decoded(entry: dict, name: str) -> np.ndarray:
@@ -80,17 +89,42 @@ def test_the_written_summary_has_each_runs_diagnosis_the_comparison_and_settings
 def test_every_script_is_inline_and_no_address_is_fetched(exported) -> None:
     page = exported[1]
     tags = SCRIPTS.findall(page)
-    # loader, manager, bqplot, bqscales, widget state, widget view, render call: no script
-    # ends early (an early "</script" would leave more closing tags than elements)
+    # loader, manager, bqplot, bqscales, widget state (all packed), widget view, the unpacker
+    # and render call: no script ends early (an early "</script" would leave more closing tags
+    # than elements)
     assert page.count("</script>") == len(tags) == 7
+    assert sum(PACKED in attributes for attributes, _ in tags) == 5
     assert not any("src=" in attributes for attributes, _ in tags)
     markup = SCRIPTS.sub("", page)
     assert not re.search(r"<link\b|\bsrc=|\bhref=|url\((?!data:)", markup)
     names = {m for m in re.findall(r'data-amd-name="([^"]+)"', page)}
     assert names == {"bqplot", "bqscales"} == set(_assets.modules(manager_state(page)))
     bundle = (_assets._bundle("bqplot")).read_text(encoding="utf-8")
-    assert bundle[-2000:] in page  # the installed bundle, whole
+    assert bundle in [text for _, text in unpacked(page)]  # the installed bundle, whole
     assert "Font Awesome 5 Free" not in page.split("<script", 1)[0]  # icons from data URIs
+
+
+def test_the_two_run_report_weighs_at_most_one_and_a_half_megabytes(exported) -> None:
+    path, page = exported
+    assert path.stat().st_size <= 1_500_000
+    manager = [text for _, text in unpacked(page) if 'define("@jupyter-widgets/base",' in text]
+    assert len(manager) == 1 and '"@jupyter-widgets/base7"' not in manager[0]  # ipywidgets 8
+
+
+def test_widgets_saved_by_ipywidgets_7_keep_the_legacy_modules() -> None:
+    def state(module: str, version: str) -> dict:
+        return {"a": {"model_module": module, "model_module_version": version, "state": {}}}
+
+    old = state("@jupyter-widgets/controls", "1.5.0")
+    new = state("@jupyter-widgets/output", "1.0.0")  # the same in ipywidgets 7 and 8
+    assert '"@jupyter-widgets/base7"' in _assets.page_scripts(old)[1].source
+    assert '"@jupyter-widgets/base7"' not in _assets.page_scripts(new)[1].source
+
+
+def test_packing_is_gzip_and_gives_the_same_bytes_each_time() -> None:
+    text = "define('x', [], function () { return '\u00e9</script>'; });" * 100
+    assert _assets.packed(text) == _assets.packed(text)
+    assert gzip.decompress(base64.b64decode(_assets.packed(text))).decode("utf-8") == text
 
 
 def test_the_copy_has_its_controls_disabled_and_the_panel_keeps_its_own(panel, exported) -> None:
@@ -117,7 +151,7 @@ def test_the_export_button_saves_in_the_working_folder(panel, tmp_path, monkeypa
     panel.export_button.click()
     (saved,) = tmp_path.glob("gradwidget-report-*.html")
     assert saved.name in panel.status.text and "MB" in panel.status.text
-    assert STATE.search(saved.read_text(encoding="utf-8"))
+    assert manager_state(saved.read_text(encoding="utf-8"))
 
 
 def test_a_failed_export_turns_the_status_red_and_the_panel_survives(

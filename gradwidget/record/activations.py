@@ -159,6 +159,11 @@ class ActivationProbe:
             stats.update(zip(names, activation_stats(xs, saturation, unit), strict=True))
         return stats
 
+    def forget(self) -> None:
+        """Drop the outputs seen so far without measuring them; stop noting the order."""
+        self._outputs = {}
+        self._noting_order = False
+
     def rows(self, names: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
         """:meth:`take`, as one ``(len(names),)`` tensor per field of :data:`FIELDS` (NaN: no
         output seen for that layer)."""

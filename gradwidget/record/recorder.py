@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from ..logs.writer import LogWriter
 from ._amp import AmpState, read_scaler
 from ._budget import Schedule, StepBudget, StepKind
 from ._layers import Layers, UpdateTracker, find_layers, squares
+from ._measure import measures
 from ._tick_ring import Ticks, TickTag, as_loss
 from ._transfer import HostLink
 from .activations import ActivationProbe
@@ -79,6 +80,11 @@ class Recorder:
         :mod:`gradwidget.logs.writer`), which :func:`gradwidget.open_log` and
         :meth:`gradwidget.GradPanel.follow` read, also while the job runs. Under
         ``torch.distributed`` only rank 0 writes it.
+    measure : str or iterable of str, optional
+        What to measure: any of ``"gradients"`` (``grad_norm``, ``nonfinite``, ``loss``),
+        ``"activations"`` (``act_mean``, ``act_std``, ``dead_frac``, ``saturated_frac``) and
+        ``"updates"`` (``weight_norm``, ``update_ratio``). None: all three, what the panel
+        shows. Nothing is computed for a tier left out; ``train_loss`` is always recorded.
 
     Examples
     --------
@@ -98,6 +104,7 @@ class Recorder:
         capacity: int = 1024,
         budget: float | StepBudget | None = 0.03,
         log_dir: str | Path | None = None,
+        measure: str | Iterable[str] | None = None,
     ) -> None:
         model = unwrap(model)  # DDP's wrapper: the layers are the user's module's
         found = find_layers(model)
@@ -107,7 +114,10 @@ class Recorder:
                 "record. Attach the recorder to the model you train."
             )
         self.model = model
-        self.act_every = act_every or 0
+        self.measure = measures(measure)
+        samples = bool({"activations", "updates"} & self.measure)
+        self.act_every = (act_every or 0) if samples else 0
+        self._sampling = bool(self.act_every)  # this step's forward pass is a sample
         # Every rank must join each capture's collective: no per-rank adaptive interval.
         self._scope = Scope.of([p for layer in found for p in layer.params])
         self.budget = budget = None if self._scope.sharded else budget
@@ -255,11 +265,13 @@ class Recorder:
         if not self._ordered:
             self._fix_order()
         step, sentinel = self.step, self._layers.sentinel
-        grad = None if sentinel is None or sentinel.grad is None else local(sentinel.grad)
+        grads = "gradients" in self.measure
+        grad = sentinel.grad if grads and sentinel is not None else None
+        grad = None if grad is None else local(grad)
         alarm = self._ticks.record(step, loss, grad, None if amp is None else amp.scale)
         kind = StepKind(
-            grads=self._schedule.grads_due(step, force or alarm),
-            hooked=bool(self.act_every) and self._probe.armed,
+            grads=grads and self._schedule.grads_due(step, force or alarm),
+            hooked=self._sampling,
             update=self._updates.pending,
         )
         parts, present = self._measure(kind, loss, amp)
@@ -285,9 +297,13 @@ class Recorder:
         if kind.update:
             parts.update(self._updates.measure(params, device))
         if kind.hooked:
-            parts.update(self._probe.rows(self.layers, device))
-            self._updates.keep(params, device)
+            if "activations" in self.measure:
+                parts.update(self._probe.rows(self.layers, device))
+            if "updates" in self.measure:
+                self._updates.keep(params, device)
             self._schedule.sampled(self.step)
+        if "activations" not in self.measure:
+            self._probe.forget()  # the first step's outputs: hooked only for the order
         return parts, present
 
     def _reduce(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -352,9 +368,10 @@ class Recorder:
         self._history.append(name, step, values)
 
     def _rearm(self) -> None:
-        """Hooks exist only for the forward pass of a sampled step."""
+        """Hooks exist only for the forward pass of a sampled step that reads activations."""
         self._probe.disarm()
-        if self._schedule.acts_due(self.step):
+        self._sampling = self._schedule.acts_due(self.step)
+        if self._sampling and "activations" in self.measure:
             self._probe.arm()
 
     def _fix_order(self) -> None:

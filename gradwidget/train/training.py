@@ -26,6 +26,7 @@ from . import messages
 from .batches import BatchSource, as_source
 from .settings import OPTIMIZERS, RunState, TrainConfig
 from .steps import Stepper
+from .threads import choose_threads, managed_threads
 
 __all__ = ["OPTIMIZERS", "Run", "RunState", "TrainConfig", "train"]
 
@@ -215,7 +216,8 @@ class Run:
         """The whole run: every way out ends in a final state and removes the hooks."""
         self._worker = threading.current_thread()
         try:
-            self._loop()
+            with managed_threads(choose_threads(self.model, self.config.batch_size)):
+                self._loop()
         except KeyboardInterrupt:
             self._end(RunState.STOPPED, messages.interrupted(self))
         except Exception as exc:

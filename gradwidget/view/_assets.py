@@ -1,5 +1,9 @@
 """The JavaScript an offline report inlines: an AMD loader, the widget manager, widget bundles.
 
+They are inlined packed (:func:`packed`: gzip, then base64) and unpacked by the browser's own
+``DecompressionStream`` (``_static/unpack.js``): the two-run digits report weighs about a
+fifth of its plain size (docs/performance.md).
+
 The manager (``@jupyter-widgets/html-manager``, vendored by ``scripts/vendor_js.sh``) brings
 the ipywidgets base, controls and output models. Every other widget library in a state (bqplot,
 bqscales) is taken from the AMD bundle its wheel installs under ``nbextensions/``, so the
@@ -9,6 +13,8 @@ JavaScript always matches the installed Python side.
 from __future__ import annotations
 
 import base64
+import gzip
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
@@ -19,7 +25,7 @@ from jupyter_core.paths import jupyter_path
 
 from ..errors import GradWidgetError
 
-__all__ = ["Script", "font_faces", "page_scripts"]
+__all__ = ["Script", "font_faces", "packed", "page_scripts", "unpacker"]
 
 _STATIC = files("gradwidget") / "_static"
 _MANAGER = "html-manager/libembed-amd.js"
@@ -27,6 +33,10 @@ _MANAGER = "html-manager/libembed-amd.js"
 _BUILT_IN = frozenset(
     {"@jupyter-widgets/base", "@jupyter-widgets/controls", "@jupyter-widgets/output"}
 )
+# The manager also bundles the ipywidgets 7 modules (a quarter of its size), used only for
+# widget states saved by ipywidgets 7 (model versions 1.x): left out of other reports.
+_LEGACY = ("base7", "controls7")
+_BLOCK = "/*! For license information please see "  # each bundled module starts with it
 
 
 # Font Awesome faces of the manager's CSS, which it would fetch from files beside the page.
@@ -45,9 +55,23 @@ class Script:
 def page_scripts(state: Mapping[str, Any]) -> list[Script]:
     """Loader, manager and one bundle per widget library used in ``state``, in page order."""
     loader = Script((_STATIC / "amd-loader.js").read_text(encoding="utf-8"))
-    manager = Script((_STATIC / _MANAGER).read_text(encoding="utf-8"))
+    manager = Script(_manager(legacy=_legacy(state)))
     bundles = [Script(_bundle(name).read_text(encoding="utf-8"), name) for name in modules(state)]
     return [loader, manager, *bundles]
+
+
+def packed(text: str) -> str:
+    """``text`` gzipped and base64-encoded: what ``_static/unpack.js`` unpacks.
+
+    The gzip header's time stamp is fixed, so the same report gives the same bytes.
+    """
+    data = gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
+    return base64.b64encode(data).decode("ascii")
+
+
+def unpacker() -> str:
+    """The script that unpacks the packed scripts and then calls ``gradwidgetRender()``."""
+    return (_STATIC / "unpack.js").read_text(encoding="utf-8")
 
 
 def font_faces() -> str:
@@ -75,6 +99,27 @@ def modules(state: Mapping[str, Any]) -> list[str]:
     named = {e["model_module"] for e in state.values()}
     named |= {e["state"].get("_view_module") for e in state.values()}
     return sorted(name for name in named if name and name not in _BUILT_IN)
+
+
+def _legacy(state: Mapping[str, Any]) -> bool:
+    """True when a widget of ``state`` was saved by ipywidgets 7: base or controls 1.x (the
+    output model is 1.0.0 in both)."""
+    legacy = ("@jupyter-widgets/base", "@jupyter-widgets/controls")
+    return any(
+        e["model_module"] in legacy and str(e.get("model_module_version", "")).lstrip("^~")[:2]
+        == "1."
+        for e in state.values()
+    )  # fmt: skip
+
+
+def _manager(legacy: bool) -> str:
+    """The manager's bundle; without the ipywidgets 7 modules unless ``legacy``."""
+    source = (_STATIC / _MANAGER).read_text(encoding="utf-8")
+    if legacy:
+        return source
+    blocks = source.split(_BLOCK)
+    kept = [b for b in blocks if not re.match(rf"({'|'.join(_LEGACY)})\.js\b", b)]
+    return _BLOCK.join(kept)
 
 
 def _bundle(module: str) -> Path:

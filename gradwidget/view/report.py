@@ -26,7 +26,7 @@ from ..errors import GradWidgetError
 from ..remedies import LABELS
 from ..session import Session
 from ..session._tables import versions
-from ._assets import Script, font_faces, page_scripts
+from ._assets import Script, font_faces, packed, page_scripts, unpacker
 from .compare import to_html
 from .diagnosis_box import render
 
@@ -43,14 +43,17 @@ table { border-collapse: collapse; font-size: 13px; }
 td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
 .gw-run-findings { font-size: 13px; }
 """
+_PACKED = "application/x-gradwidget-gzip"  # unpacked by _static/unpack.js
 _RENDER = """
-requirejs(["@jupyter-widgets/html-manager/dist/libembed-amd"], function (embed) {
-  // Modules come only from this page: no CDN fallback, unlike the manager's own loader.
-  var loader = function (name) {
-    return new Promise(function (resolve, reject) { requirejs([name], resolve, reject); });
-  };
-  embed.renderWidgets(document.documentElement, loader);
-});
+window.gradwidgetRender = function () {
+  requirejs(["@jupyter-widgets/html-manager/dist/libembed-amd"], function (embed) {
+    // Modules come only from this page: no CDN fallback, unlike the manager's own loader.
+    var loader = function (name) {
+      return new Promise(function (resolve, reject) { requirejs([name], resolve, reject); });
+    };
+    embed.renderWidgets(document.documentElement, loader);
+  });
+};
 """
 
 
@@ -140,19 +143,23 @@ def _widget_view(spec: Mapping[str, Any]) -> str:
 
 
 def _page(body: str, manager_state: Mapping[str, Any]) -> str:
-    scripts = "\n".join(_script(s) for s in page_scripts(manager_state["state"]))
+    """The page: scripts and widget state packed in order, then the unpacker and the render."""
+    scripts = [_script(s) for s in page_scripts(manager_state["state"])]
+    scripts.append(_script(Script(_json(manager_state)), _STATE))
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         "<title>gradwidget report</title>\n"
-        f"<style>{_STYLE}\n{font_faces()}</style>\n{scripts}\n"
-        f'<script type="{_STATE}">{_json(manager_state)}</script>\n'
-        f"</head>\n<body>\n{body}\n<script>{_RENDER}</script>\n</body>\n</html>\n"
+        f"<style>{_STYLE}\n{font_faces()}</style>\n" + "\n".join(scripts) + "\n"
+        f"</head>\n<body>\n{body}\n<script>{_inline_js(_RENDER + unpacker())}</script>\n"
+        "</body>\n</html>\n"
     )
 
 
-def _script(script: Script) -> str:
+def _script(script: Script, data_type: str | None = None) -> str:
+    """One packed script; ``data_type``: the type it gets once unpacked (default: JS)."""
     name = "" if script.amd_name is None else f' data-amd-name="{html.escape(script.amd_name)}"'
-    return f"<script{name}>{_inline_js(script.source)}</script>"
+    kind = "" if data_type is None else f' data-type="{data_type}"'
+    return f'<script type="{_PACKED}"{name}{kind}>{packed(script.source)}</script>'
 
 
 def _inline_js(source: str) -> str:

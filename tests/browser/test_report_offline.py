@@ -1,8 +1,9 @@
 """The exported report, alone in an empty folder, opened from file:// with the network cut.
 
-Chromium must draw every chart of the panel and of the comparison from the data inside the
-file: the expected lines are counted from the panel's own bqplot marks, so the check follows
-whatever charts the panel shows. No request may leave the file, and the page logs no error.
+Chromium must unpack the file's packed scripts (at most 1.5 MB in all) and draw every chart of
+the panel and of the comparison from the data inside the file: the expected lines are counted
+from the panel's own bqplot marks, so the check follows whatever charts the panel shows. No
+request may leave the file, and the page logs no error.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def test_the_report_draws_every_chart_offline(page: Page, report) -> None:
         else:
             route.abort()
 
+    assert path.stat().st_size <= 1_500_000  # scripts packed: unpacked by the browser
+    page.context.set_offline(True)  # and every request that is not the file itself aborted
     page.route("**/*", only_files)
     page.on("pageerror", lambda error: errors.append(f"{error.name}: {error.message}"))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -98,5 +101,6 @@ def test_the_report_draws_every_chart_offline(page: Page, report) -> None:
     assert page.inner_text(".gw-diagnosis").strip().endswith(HEALTHY)  # the fix on show
     table = page.inner_text(".gw-compare-table")
     assert all(record.name in table for record in panel.runs)
+    assert page.locator(".gw-unpack-error").count() == 0
     assert requests == [path.as_uri()], "the page asked for something besides itself"
     assert errors == []
