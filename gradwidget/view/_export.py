@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ..history import History
-from ..train.summary import COLUMNS, RunSummary, default_threshold, summarize
+from ..train.summary import RunSummary, default_threshold, summarize
 
 __all__ = ["OWN_LOOP_NAME", "frame", "histories", "summaries", "write"]
 
@@ -31,10 +30,11 @@ def summaries(records: Sequence[Any], loss_threshold: float | None) -> list[RunS
 
 
 def frame(rows: Sequence[RunSummary]) -> Any:
-    """The rows as a pandas DataFrame (pandas is imported only here)."""
-    import pandas as pd
+    """The rows as a pandas DataFrame that a notebook shows as the table in words (pandas is
+    imported only here)."""
+    from ._frame import Comparison
 
-    return pd.DataFrame([asdict(row) for row in rows], columns=list(COLUMNS))
+    return Comparison.of(rows)
 
 
 def write(

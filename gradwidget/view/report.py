@@ -26,8 +26,8 @@ from ..errors import GradWidgetError
 from ..remedies import LABELS
 from . import _export, _settings
 from ._assets import Script, font_faces, page_scripts
-from .compare import to_html
 from .diagnosis_box import render
+from .table import to_html
 
 __all__ = ["default_name", "export_button", "export_html"]
 
@@ -120,7 +120,8 @@ def _summary(panel: Any, histories: Mapping[str, Any]) -> str:
         parts.append(f'<div class="gw-run-findings">{render(findings, LABELS)}</div>')
     if panel.runs:
         parts.append("<h2>Comparison</h2>")
-        parts.append(to_html(_export.summaries(panel.runs, None)))
+        colours = {name: c for name, (c, _) in panel.compare.styles.items()}  # the chips
+        parts.append(to_html(_export.summaries(panel.runs, None), colours))
     parts.append("<h2>Run settings</h2>")
     parts.append(_table(_settings.rows(panel)))
     parts.append("<h2>The panel</h2>")
