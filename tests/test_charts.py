@@ -435,6 +435,7 @@ def test_the_table_reads_in_words_and_formats_numbers_for_their_meaning() -> Non
     )
     assert table.cells[1][2:6] == ("0.0614", "97.1%", "6.1 × 10⁻²", "1,240")
     assert table.cells[2][2:5] == ("–", "–", "–") and table.cells[2][6] == "12.3"
+    assert table.cells[2][1] == "ReLU, He init"  # the fixes by their labels
     assert table.numeric == (False, False, True, True, True, True, True)
     assert power_of_ten(9.96e-3) == "1.0 × 10⁻²" and power_of_ten(1.26) == "1.3"
 

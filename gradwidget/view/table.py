@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass
 
+from ..remedies import LABELS
 from ..train.summary import COLUMNS, RunSummary
 
 __all__ = ["HEADERS", "Table", "format_rows", "to_html"]
@@ -65,7 +66,8 @@ def format_value(column: str, value: object) -> str:
     if column == "steps_to_threshold":
         return "not reached" if missing else f"{int(value):,}"  # type: ignore[call-overload]
     if column == "remedies":
-        return "none" if missing or not value else str(value)
+        names = [] if missing or not value else str(value).split(", ")
+        return ", ".join(LABELS.get(n, n) for n in names) or "none"
     if missing:
         return _NONE
     if column == "accuracy":
