@@ -24,8 +24,11 @@ chromium:
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  apt-get update -q && apt-get install -y -q chromium; }
 
+# The URL Jupyter prints is its default_url: point it at the tutorial, so that opening the
+# printed address (from a container or a remote machine, no browser here) opens the notebook.
+TUTORIAL := notebooks/01_vanishing_gradients.ipynb
 lab: $(STAMP)
-	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/01_vanishing_gradients.ipynb
+	$(BIN)/jupyter lab $(ROOT_FLAG) --LabApp.default_url=/lab/tree/$(TUTORIAL) $(TUTORIAL)
 
 test: $(STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
