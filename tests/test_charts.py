@@ -186,7 +186,7 @@ def test_grad_chart_draws_one_line_per_layer_over_the_spread_of_all() -> None:
     chart.update(history)
     s = history.series("grad_norm")
     assert chart.columns.labels == LAYERS and len(chart.lines.colors) == 3
-    assert chart.lines.labels[0].startswith("layer 0 (input): gradient norm ")
+    assert chart.lines.labels[0].startswith("0 (1st of 3 from the input): gradient norm ")
     assert chart.lines.labels[-1].endswith(f"at step {s.steps[-1]}")
     assert chart.lines.y.shape[0] == 3 and chart.lines.y.dtype == np.float32
     assert chart.lines.x.shape[0] <= 100 and chart.lines.x[-1] == s.steps[-1]
@@ -226,7 +226,7 @@ def test_grad_chart_of_a_transformer_draws_at_most_12_block_lines_and_drills_in(
     labels = chart.columns.labels
     assert len(chart.lines.labels) == 12 and chart.lines.y.shape[0] == 12
     assert labels[0] == "wte" and labels[-1] == "ln_f"
-    assert chart.lines.labels[4].startswith("block h.4 (5 of 12): gradient norm ")
+    assert chart.lines.labels[4].startswith("h.4 (5th of 12 from the input): gradient norm ")
     assert all(f"■</span> {name}" in chart.key.value for name in labels)  # every line named
     s = history.series("grad_norm")
     _, per_layer = typical(s.steps, s.last, 300)
@@ -234,7 +234,7 @@ def test_grad_chart_of_a_transformer_draws_at_most_12_block_lines_and_drills_in(
     np.testing.assert_allclose(chart.lines.y[labels.index("h.0")], h0, rtol=1e-5)
     chart.menu.value = "block:h.3"  # the view menu: one block's layers
     assert chart.columns.labels == ("h.3.ln_1", "h.3.attn", "h.3.mlp")
-    assert chart.lines.labels[1].startswith("layer h.3.attn (2 of 3)")
+    assert chart.lines.labels[1].startswith("h.3.attn (2nd of 3 from the input)")
     np.testing.assert_array_equal(chart.lines.y, per_layer[10:13])
     chart.menu.value = "kind:attention"
     assert len(chart.columns) == 12 and chart.columns.labels[-1] == "h.11.attn"
@@ -362,6 +362,8 @@ def test_one_spike_does_not_squeeze_the_runs_together() -> None:
     assert axis.log and apart > 0.5  # linear: 0.11 of the height
     assert axis.low <= 0.06 and axis.low > 0.05 and axis.high >= 20
     assert list(axis.ticks) == [0.1, 1.0, 10.0]
+    narrow = loss_range([np.array([3.5, 8.8])])  # under a decade: round steps, not one tick
+    assert narrow.log and list(narrow.ticks) == [4.0, 6.0, 8.0]
 
 
 @pytest.mark.parametrize(("low", "high"), [(0.0, 1.0), (-1.3, 21.7), (0.06, 0.0601), (3, 3000)])

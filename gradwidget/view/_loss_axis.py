@@ -20,7 +20,12 @@ class LossAxis:
     """
 
     def __init__(self, label: str = "loss") -> None:
-        self.log_scale, self.linear_scale = bq.LogScale(), bq.LinearScale()
+        # Domains from the start: a figure shown before its first loss (own loop, no loss
+        # passed) would draw its axis at NaN, and its view fails in the browser.
+        self.log_scale, self.linear_scale = (
+            bq.LogScale(min=0.1, max=10.0),
+            bq.LinearScale(min=0.0, max=1.0),
+        )
         self.range = Range(0.1, 10.0, True, np.array([0.1, 1.0, 10.0]))
         self.axis = bq.Axis(scale=self.log_scale, side="left", label=label, tick_format="~g")
 

@@ -54,7 +54,9 @@ def loss_range(arrays: Sequence[np.ndarray]) -> Range:
         if high <= low * 1.05:  # flat: widen to a span that still shows two ticks
             low, high = low / 1.5, high * 1.5
         low, high = low / 1.05, high * 1.05  # the lowest loss sits just above the axis line
-        return Range(low, high, True, log_ticks(low, high))
+        # Under a decade, decade ticks leave one label or none: round linear steps instead.
+        ticks = log_ticks(low, high) if high >= 10 * low else nice_ticks(low, high)
+        return Range(low, high, True, ticks)
     typical_top = float(np.percentile(values, 95))
     if high - low > _SPIKE * max(typical_top - low, 1e-12):
         high = low + _SPIKE * (typical_top - low)

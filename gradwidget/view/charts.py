@@ -161,12 +161,15 @@ def line_words(columns: Columns, y: np.ndarray, step: int) -> list[str]:
     n = len(columns)
     words = []
     for i, (label, row) in enumerate(zip(columns.labels, y, strict=True)):
-        where = "input" if i == 0 else "output" if i == n - 1 else f"{i + 1} of {n}"
         last = float(row[-1]) if len(row) else FLOOR
         value = f"gradient norm {last:.2e}" if last > FLOOR * 1.01 else "no gradient"
-        value += f" at step {step:,}"
-        words.append(f"{columns.unit} {label} ({where}): {value}")
+        words.append(f"{label} ({_ordinal(i + 1)} of {n} from the input): {value} at step {step:,}")
     return words
+
+
+def _ordinal(k: int) -> str:
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
 
 
 class FlowChart:

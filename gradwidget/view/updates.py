@@ -49,9 +49,13 @@ class UpdateChart:
         x_scale, self.y_scale = bq.LinearScale(), bq.LogScale()
         scales = {"x": x_scale, "y": self.y_scale}
         empty = np.zeros(0, np.float32)
+        # Shown before any ratio arrives: a figure whose scales have no domain draws its
+        # axes at NaN in the browser and its view fails. The guide gives x one, y is set.
+        self.y_scale.min, self.y_scale.max = GUIDE / 100, GUIDE * 100
         self.guide = bq.Lines(
-            x=empty, y=empty, scales=scales, colors=[_GUIDE_COLOUR], line_style="dashed",
-            labels=["1e-3 guide"], tooltip=bq.Tooltip(fields=["name"], labels=[""]),
+            x=np.array([0.0, 1.0], np.float32), y=np.full(2, GUIDE, np.float32),
+            scales=scales, colors=[_GUIDE_COLOUR], line_style="dashed", labels=["1e-3 guide"],
+            tooltip=bq.Tooltip(fields=["name"], labels=[""]),
         )  # fmt: skip
         self.lines = bq.Lines(
             x=empty, y=empty, scales=scales, stroke_width=1.5,
@@ -120,10 +124,8 @@ def _label(name: str, values: np.ndarray) -> str:
 
 
 def _key(columns: Columns, colours: list[str]) -> str:
+    """Every line's name in its colour (input first), and the guide."""
     if not len(columns):
         return ""
-    ends = [(f"{columns.labels[0]} (input side)", colours[0])]
-    if len(columns) > 1:
-        ends.append((f"{columns.labels[-1]} (output side)", colours[-1]))
-    guide = key_html([("1e-3 guide", _GUIDE_COLOUR)], glyph="┅")
-    return f"{key_html(ends, sep=' … ')} {guide}"
+    lines = key_html(list(zip(columns.labels, colours, strict=True)), glyph="■")
+    return f"{lines} · {key_html([('1e-3 guide', _GUIDE_COLOUR)], glyph='┅')}"
