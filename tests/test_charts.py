@@ -227,7 +227,7 @@ def test_grad_chart_of_a_transformer_draws_at_most_12_block_lines_and_drills_in(
     assert len(chart.lines.labels) == 12 and chart.lines.y.shape[0] == 12
     assert labels[0] == "wte" and labels[-1] == "ln_f"
     assert chart.lines.labels[4].startswith("h.4 (5th of 12 from the input): gradient norm ")
-    assert all(f"■</span> {name}" in chart.key.value for name in labels)  # every line named
+    assert all(f"■</span> {name}</span>" in chart.key.value for name in labels)  # all named
     s = history.series("grad_norm")
     _, per_layer = typical(s.steps, s.last, 300)
     h0 = np.sqrt((per_layer[1:4].astype(np.float64) ** 2).sum(axis=0))

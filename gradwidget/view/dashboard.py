@@ -59,12 +59,13 @@ class Dashboard(w.GridBox):
             chart.set_layers(layers, model)
 
     def update(self, history: History, force: bool = False) -> None:
-        """Redraw from ``history``; the heat map only if due or ``force``."""
+        """Redraw from ``history``; the heat map and the update ratios only if due or
+        ``force``."""
         self.grad.update(history)
         self.flow.update(history, self.flagged)
         self.loss.update(history)
         self.activity.update(history)
-        self.updates.update(history)
+        self.updates.update(history, force)
         self.heat.update(history, force)
 
     def flag(self, findings: Sequence[Finding]) -> None:

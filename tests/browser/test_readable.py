@@ -15,7 +15,7 @@ import time
 
 import pytest
 from playwright.sync_api import expect
-from test_real_models import GPT2_OWN_LOOP
+from test_real_models import GPT2_OWN_LOOP, set_theme
 
 pytestmark = pytest.mark.browser
 
@@ -137,6 +137,18 @@ def test_gpt2_own_loop_explains_every_empty_chart_and_shows_update_ratios(driver
     # no accuracy axis without accuracy: the loss chart has two axes, step and loss
     labels = panel.locator(".gw-loss-chart g.axis text.axislabel").all_inner_texts()
     assert "accuracy" not in labels, labels
+    if driver.server.app == "lab":  # the sentences must read on the dark theme too
+        set_theme(driver, "JupyterLab Dark", light=False)
+        try:
+            driver.page.wait_for_timeout(1000)
+            driver.screenshot("readable-gpt2-dark", panel)
+            note = panel.locator(".gw-empty-note div").first
+            colour = note.evaluate("(el) => getComputedStyle(el).color")
+            channels = [int(c) for c in re.findall(r"\d+", colour)[:3]]
+            assert sum(channels) / 3 > 150, colour  # light text: it follows the theme
+        finally:  # the server keeps its settings for the next test: let it save them
+            set_theme(driver, "JupyterLab Light", light=True)
+            driver.page.wait_for_timeout(1500)
 
 
 def wait_for_paths(driver, chart, at_least: int, timeout_s: float) -> None:
