@@ -326,6 +326,7 @@ def test_loss_chart_draws_loss_and_accuracy_when_recorded() -> None:
     assert isinstance(scale, bq.LogScale) and chart.lines["loss"].scales["y"] is scale
     assert float(loss.lo.min()) / 1.1 < scale.min < float(loss.lo.min())  # not below the loss
     assert chart.acc_axis in chart.figure.axes and chart.noted.note.value == ""
+    assert chart.figure.fig_margin["right"] >= 50  # room for the "100%" tick label
 
 
 def test_loss_chart_of_an_own_loop_has_no_accuracy_axis_and_a_linear_axis_for_negatives():

@@ -153,7 +153,8 @@ def _key_html(columns: Columns, colours: list[str], n_layers: int) -> str:
         return ""
     lines = key_html(list(zip(columns.labels, colours, strict=True)), glyph="■")
     band = key_html([(f"spread of all {n_layers} layers", _SPREAD)], glyph="▇")
-    return f"{lines} · {band} <small>(input → output: blue → red)</small>"
+    order = '<small style="white-space:nowrap">(input → output: blue → red)</small>'
+    return f"{lines} · {band} {order}"
 
 
 def line_words(columns: Columns, y: np.ndarray, step: int) -> list[str]:

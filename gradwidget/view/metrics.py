@@ -75,7 +75,10 @@ class LossChart:
         accuracy = any(len(self.lines[n].x) for n in ("accuracy", "test_accuracy"))
         axes = [self.x_axis, self.loss_axis.axis, *([self.acc_axis] if accuracy else [])]
         if self.figure.axes != axes:
-            self.figure.axes = axes
+            right = 50 if accuracy else 20  # room for "100%", or none wasted
+            with self.figure.hold_sync():
+                self.figure.axes = axes
+                self.figure.fig_margin = {**self.figure.fig_margin, "right": right}
         self.noted.say("" if len(loss.x) or accuracy else _NO_LOSS)
 
 
