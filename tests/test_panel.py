@@ -61,7 +61,7 @@ def test_train_draws_the_run_history_into_the_charts(panels, data) -> None:
     dash = panel.live.dashboard
     assert dash.layers == history.layers == run.recorder.layers
     np.testing.assert_array_equal(dash.flow.profile.y, history.grad_norm[-1])
-    assert dash.grad.lines.labels == list(history.layers)
+    assert dash.grad.columns.labels == history.layers  # the lines; their tooltips in words
     assert dash.grad.lines.y.shape[0] == len(history.layers)
     assert dash.grad.lines.x[-1] == history.steps[-1]
     assert dash.loss.lines["loss"].y.max() == history.series("loss").hi.max()
