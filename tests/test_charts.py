@@ -588,6 +588,8 @@ def test_update_chart_draws_each_blocks_update_over_weight_with_the_guide() -> N
     ratios, moved = ratios_history(layers)
     chart = UpdateChart(layers, max_points=1000)
     assert "No update ratios yet" in chart.noted.note.value
+    ticks = chart.figure.axes[1].tick_values  # shown before data: decades, not 1..9 crowded
+    assert ticks is not None and np.allclose(np.log10(ticks), np.round(np.log10(ticks)))
     chart.update(ratios)
     assert "gw-update-chart" in chart.figure._dom_classes and chart.noted.note.value == ""
     assert chart.columns.labels == ("wte", "h.0", "h.1", "h.2", "ln_f")

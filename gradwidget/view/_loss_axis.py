@@ -27,7 +27,10 @@ class LossAxis:
             bq.LinearScale(min=0.0, max=1.0),
         )
         self.range = Range(0.1, 10.0, True, np.array([0.1, 1.0, 10.0]))
-        self.axis = bq.Axis(scale=self.log_scale, side="left", label=label, tick_format="~g")
+        self.axis = bq.Axis(
+            scale=self.log_scale, side="left", label=label, tick_format="~g",
+            tick_values=self.range.ticks,
+        )  # fmt: skip
 
     @property
     def scale(self) -> bq.Scale:

@@ -57,8 +57,8 @@ class UpdateChart:
         scales = {"x": x_scale, "y": self.y_scale}
         empty = np.zeros(0, np.float32)
         # Shown before any ratio arrives: a figure whose scales have no domain draws its
-        # axes at NaN in the browser and its view fails. The guide gives x one, y is set.
-        self.y_scale.min, self.y_scale.max = GUIDE / 100, GUIDE * 100
+        # axes at NaN in the browser and its view fails. The guide gives x one; y is set
+        # below, with decade ticks (a log axis's own 1..9 ticks overlap).
         self.guide = bq.Lines(
             x=np.array([0.0, 1.0], np.float32), y=np.full(2, GUIDE, np.float32),
             scales=scales, colors=[_GUIDE_COLOUR], line_style="dashed", labels=["1e-3 guide"],
@@ -72,6 +72,7 @@ class UpdateChart:
         axes = [self.x_axis, log_axis(self.y_scale)]
         title = "Update / weight ratio ‖Δθ‖/‖θ‖"
         self.figure = figure([self.guide, self.lines], axes, "gw-update-chart", title)
+        set_log_domain(self.y_scale, np.array([GUIDE / 100, GUIDE * 100]))  # decade ticks
         self.key = w.HTML(layout=Layout(flex="1 1 auto"))
         self.noted = NotedFigure(self.figure)
         self.widget = w.VBox([self.key, self.noted])
