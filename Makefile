@@ -45,12 +45,16 @@ demo: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks
 
-# The README's pictures are two of the screenshots the browser tests take.
+# The README's pictures are five of the screenshots the browser tests take.
+SHOTS := artifacts/screenshots
 screenshots: $(STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m browser
 	mkdir -p docs/img
-	cp artifacts/screenshots/lab-panel-training.png docs/img/panel.png
-	cp artifacts/screenshots/lab-tutorial-compare.png docs/img/comparison.png
+	cp $(SHOTS)/lab-panel-training.png docs/img/panel.png
+	cp $(SHOTS)/lab-readable-compare.png docs/img/comparison.png
+	cp $(SHOTS)/lab-readable-gpt2.png docs/img/gpt2-panel.png
+	cp $(SHOTS)/lab-readable-gpt2-dark.png docs/img/gpt2-panel-dark.png
+	cp $(SHOTS)/notebook-resnet-managed.png docs/img/resnet-panel.png
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache

@@ -327,6 +327,11 @@ def test_loss_chart_draws_loss_and_accuracy_when_recorded() -> None:
     assert float(loss.lo.min()) / 1.1 < scale.min < float(loss.lo.min())  # not below the loss
     assert chart.acc_axis in chart.figure.axes and chart.noted.note.value == ""
     assert chart.figure.fig_margin["right"] >= 50  # room for the "100%" tick label
+    for step in (150, 200, 250):  # a test accuracy measured late
+        history.append("test_accuracy", step, 0.5)
+    chart.update(history)
+    ticks = chart.x_axis.tick_values  # the steps of every series, not only the last one's
+    assert ticks[0] == 0 and ticks[-1] >= 200
 
 
 def test_loss_chart_of_an_own_loop_has_no_accuracy_axis_and_a_linear_axis_for_negatives():

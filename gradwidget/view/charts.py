@@ -93,9 +93,12 @@ class GradChart:
         self.figure = figure([self.band, self.lines], axes, "gw-grad-chart", title, height)
         self.menu = w.Dropdown(layout=Layout(width="190px"))
         self.menu.add_class("gw-grad-view")
-        self.key = w.HTML(layout=Layout(flex="1 1 auto"))
+        self.key = w.HTML(layout=Layout(flex="1 1 260px"))
         self.key.add_class("gw-grad-key")
-        bar = w.HBox([self.menu, self.key], layout=Layout(align_items="center"))
+        # The key wraps under the menu when both do not fit on one line.
+        bar = w.HBox(
+            [self.menu, self.key], layout=Layout(align_items="center", flex_flow="row wrap")
+        )
         self.widget = w.VBox([bar, self.figure]) if legend else self.figure
         self.set_layers(layers)
         self.menu.observe(self._on_menu, names="value")

@@ -59,6 +59,7 @@ class LossChart:
 
     def update(self, history: History) -> None:
         """Draw each scalar series that has at least two points."""
+        span: list[float] = []  # first and last step of every drawn series
         for name, line in self.lines.items():
             s = history.loss_curve() if name == "loss" else history.series(name)
             if len(s) < 2:
@@ -66,7 +67,9 @@ class LossChart:
             x, y = decimate_minmax(s.steps, s.lo, s.hi, self.max_points)
             with line.hold_sync():
                 line.x, line.y = x, y[0]
-            step_labels(self.x_axis, s.steps)
+            span += [float(s.steps[0]), float(s.steps[-1])]
+        if span:
+            step_labels(self.x_axis, np.array([min(span), max(span)]))
         drawn = [(ln.labels[0], ln.colors[0]) for ln in self.lines.values() if len(ln.x)]
         self.key.value = key_html(drawn, sep=" · ")
         loss = self.lines["loss"]

@@ -73,6 +73,7 @@ class UpdateChart:
         title = "Update / weight ratio ‖Δθ‖/‖θ‖"
         self.figure = figure([self.guide, self.lines], axes, "gw-update-chart", title)
         set_log_domain(self.y_scale, np.array([GUIDE / 100, GUIDE * 100]))  # decade ticks
+        step_labels(self.x_axis, np.array([0, 1]))  # whole steps, not "100m" SI fractions
         self.key = w.HTML(layout=Layout(flex="1 1 auto"))
         self.noted = NotedFigure(self.figure)
         self.widget = w.VBox([self.key, self.noted])
