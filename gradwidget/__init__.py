@@ -17,6 +17,7 @@ from .history import History, Series
 from .logs.reader import open_log
 from .record.recorder import Recorder
 from .remedies import apply_remedies
+from .session import Session
 from .train.training import Run, RunState, TrainConfig, train
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "Run",
     "RunState",
     "Series",
+    "Session",
     "Severity",
     "Structure",
     "Thresholds",

@@ -10,7 +10,6 @@ data order, show which fixes work.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -18,18 +17,11 @@ from collections.abc import Callable, Sequence
 import torch
 
 from . import datasets, models
-from .diagnose.rules import diagnose
+from .diagnose.findings import Finding
 from .errors import GradWidgetError
 from .logs.console import follow
-from .remedies import LABELS, apply_remedies
-from .train.summary import (
-    RunSummary,
-    default_threshold,
-    format_table,
-    summarize,
-    summarize_history,
-)
-from .train.training import Run, train
+from .session import Session
+from .session.summary import RunSummary, default_threshold, format_table
 
 __all__ = ["VARIANTS", "demo", "main"]
 
@@ -64,26 +56,28 @@ def demo(
     """
     data = datasets.digits(seed=seed)
     torch.manual_seed(seed)
-    initial = models.deep_mlp(depth=10, width=64, activation="sigmoid")
-    settings = {"steps": steps, "lr": 0.1, "batch_size": 64, "seed": seed}
+    model = models.deep_mlp(depth=10, width=64, activation="sigmoid")
+    session = Session(model, data, steps=steps, lr=0.1, batch_size=64, seed=seed)
     echo(f"Training a 10-layer sigmoid MLP on {data!r} ({steps} SGD steps, lr 0.1) ...")
-    baseline = train(copy.deepcopy(initial), data, **settings)
-    echo(baseline.message)
-    echo(_diagnosis_text(baseline))
-    threshold = default_threshold(baseline.history)
-    rows = [summarize(baseline, (), threshold)]
-    for names in VARIANTS:
-        label = " + ".join(LABELS[n] for n in names)
-        echo(f"Retraining with {label} from the same initial weights and data order ...")
-        run = train(apply_remedies(initial, names, seed=seed), data, **settings)
-        rows.append(summarize_history(label, names, run.history, run.wall_time, threshold))
+    try:
+        baseline = session.train()
+        session.wait()
+        echo(baseline.message)
+        echo(_diagnosis_text(session.findings()))
+        for names in VARIANTS:
+            run = session.retrain(names)
+            echo(f"Retraining with {run.name} from the same initial weights and data order ...")
+            session.wait()
+        rows = session.summaries()
+    finally:
+        session.close()
+    threshold = default_threshold(session.history("baseline"))
     echo(f"\nComparison (steps to bar: first step with loss <= {threshold:.3g}):")
     echo(format_table(rows))
     return rows
 
 
-def _diagnosis_text(run: Run) -> str:
-    findings = diagnose(run.history)
+def _diagnosis_text(findings: Sequence[Finding]) -> str:
     if not findings:
         return "Diagnosis: no gradient problem found."
     blocks = [f"Diagnosis ({len(findings)} finding{'s' * (len(findings) > 1)}):"]

@@ -69,6 +69,7 @@ class _Buckets:
     def _close_bucket(self) -> None:
         if self.n == self.capacity:
             self._compact()
+        assert self._open is not None  # only called on a bucket that is filling
         _, step, last, lo, hi = self._open
         i = self.n
         self.steps[i], self.last[i], self.lo[i], self.hi[i] = step, last, lo, hi

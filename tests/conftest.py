@@ -10,7 +10,7 @@ import torch
 
 import gradwidget as gw
 
-# Two torch threads beside a busy browser or kernel slow small ops about 200x (NOTES.md).
+# Two torch threads beside a busy browser or kernel slow small ops about 200x (docs/performance.md).
 torch.set_num_threads(1)
 
 

@@ -91,3 +91,52 @@ def test_importing_the_package_loads_no_ui() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# Each wing may import its own modules and those of the wings below it, never above:
+# view -> session -> remedies -> train -> record -> logs -> diagnose -> the base modules.
+RANKS = {
+    "view": 8,
+    "integrations": 7,  # owns a recorder in a session; the view only lazily (tested above)
+    "session": 7,
+    "remedies": 6,
+    "train": 5,
+    "record": 4,
+    "logs": 3,
+    "diagnose": 2,
+    "history": 1,
+    "errors": 1,
+    "datasets": 1,
+    "models": 1,
+}
+TOP = {"__init__", "__main__"}  # the public surface and the command line see everything
+
+
+def _wing(dotted: str) -> str:
+    return dotted.split(".")[1] if dotted.count(".") else ""
+
+
+WINGED = sorted(p for p in PACKAGE.rglob("*.py") if _parts(p)[0].removesuffix(".py") not in TOP)
+
+
+def test_every_module_belongs_to_a_ranked_wing() -> None:
+    wings = {_parts(p)[0].removesuffix(".py") for p in WINGED}
+    assert wings <= set(RANKS), f"unranked: {sorted(wings - set(RANKS))}"
+
+
+@pytest.mark.parametrize("path", WINGED, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down(path: Path) -> None:
+    own = RANKS[_parts(path)[0].removesuffix(".py")]
+    lazy_view = _parts(path)[0] == "integrations"  # checked by the lazy-view test above
+    imported = _modules(path, top_level_only=lazy_view)
+    upward = {
+        name
+        for name in _within(imported, "gradwidget")
+        if _wing(name) and RANKS.get(_wing(name), 0) > own
+    }
+    assert not upward, f"{path.name} imports from above its wing: {sorted(upward)}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "view").rglob("*.py")), ids=lambda p: p.name)
+def test_the_view_reads_sessions_not_recorders_or_logs(path: Path) -> None:
+    assert not _within(_modules(path), "gradwidget.record", "gradwidget.logs")

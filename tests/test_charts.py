@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gradwidget import Finding, History, Severity
-from gradwidget.train.summary import RunSummary
+from gradwidget.session.summary import RunSummary
 from gradwidget.view._data import (
     FLOOR,
     decimate_minmax,
@@ -463,10 +463,10 @@ def test_table_html_has_every_row_a_colour_chip_and_right_aligned_numbers() -> N
 def test_comparison_frame_keeps_its_columns_and_shows_the_table_in_words() -> None:
     import pandas as pd
 
-    from gradwidget.train.summary import COLUMNS
-    from gradwidget.view._export import frame
+    from gradwidget.session.summary import COLUMNS
+    from gradwidget.view._frame import Comparison
 
-    df = frame(ROWS)
+    df = Comparison.of(ROWS)
     assert isinstance(df, pd.DataFrame) and tuple(df.columns) == COLUMNS
     assert df["final_loss"].iloc[1] == pytest.approx(0.0614)
     shown = df._repr_html_()

@@ -12,7 +12,7 @@ import torch
 
 from gradwidget import History
 from gradwidget.__main__ import VARIANTS, demo, main
-from gradwidget.train.summary import (
+from gradwidget.session.summary import (
     COLUMNS,
     RunSummary,
     default_threshold,

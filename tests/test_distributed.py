@@ -15,7 +15,6 @@ import pytest
 import torch.multiprocessing as mp
 
 import gradwidget as gw
-from gradwidget.view.follow import FollowView
 
 pytestmark = pytest.mark.skipif(
     not __import__("torch").distributed.is_available(), reason="torch built without distributed"
@@ -43,18 +42,18 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _follow_while_running(context, log: Path) -> list[tuple[int, bool, bytes]]:
-    """(version, finished, chart data) of a FollowView each time a poll brought data."""
+    """(version, finished, chart data) of a following panel each time a poll brought data."""
     seen, view = [], None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not context.join(timeout=0.1):
         if view is None:
             try:
-                view = FollowView(log, refresh_hz=50)  # its own thread polls too
+                view = gw.GradPanel.follow(log, refresh_hz=50)  # its own thread polls too
             except gw.GradWidgetError:
                 continue  # the job has not created its log yet
         if view.poll() or view.version > (seen[-1][0] if seen else 0):
             lines = view.live.dashboard.grad.lines
-            finished = view.readers["log"].status().finished
+            finished = view.session.logs["log"].status().ended
             seen.append((view.version, finished, np.asarray(lines.y).tobytes()))
     if view is not None:
         view.close()

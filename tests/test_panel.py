@@ -429,7 +429,7 @@ def test_fix_bar_groups_rivals_reasons_and_stand_ins(panels, data) -> None:
 
 
 def test_comparison_stays_legible_with_nine_runs() -> None:
-    from gradwidget.train.summary import RunSummary
+    from gradwidget.session.summary import RunSummary
     from gradwidget.view.compare import CompareView, run_style
 
     view = CompareView(lambda _: None)

@@ -14,8 +14,8 @@ import gradwidget as gw
 from gradwidget import remedies
 from gradwidget.diagnose import findings
 from gradwidget.remedies import REGISTRY, Group, Target
+from gradwidget.session.summary import summarize
 from gradwidget.train.steps import Stepper
-from gradwidget.train.summary import summarize
 
 torch.set_num_threads(1)
 

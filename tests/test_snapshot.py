@@ -16,7 +16,7 @@ from matplotlib.image import imread
 from matplotlib.text import Text
 
 import gradwidget as gw
-from gradwidget.train.summary import summarize_history
+from gradwidget.session.summary import summarize_history
 from gradwidget.view import snapshot
 from gradwidget.view._data import depth_colors
 

@@ -68,7 +68,7 @@ def _listing(history: History, mask: np.ndarray, values: np.ndarray, fmt: str) -
             named.update(rows)
     parts += [
         (i, f"{history.layers[i]} ({values[i]:{fmt}})")
-        for i in np.flatnonzero(mask)
+        for i in np.flatnonzero(mask).tolist()
         if i not in named
     ]
     return ", ".join(text for _, text in sorted(parts))

@@ -4,8 +4,9 @@ A trainer calls a callback at its own points; this object turns those calls into
 ``panel.capture(loss, scaler=...)`` does in an own loop: sum the loss of the micro-batches of
 one optimizer step, then capture once per optimizer step (the recorder keeps every step's loss
 and reads the gradients unscaled), and redraw.
-In a notebook the recorder is the one of an own-loop :class:`~gradwidget.GradPanel` shown in
-the cell that runs ``fit``/``train``; its refresher thread redraws while that cell blocks.
+The callback owns the recorder, inside a watching :class:`~gradwidget.session.Session`; in a
+notebook a panel on that session is shown in the cell that runs ``fit``/``train``, and its
+refresher thread redraws while that cell blocks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 from ..errors import GradWidgetError
 from ..history import History
 from ..record.recorder import Recorder
+from ..session import Session
 
 __all__ = ["GradientWatch", "Watched", "require"]
 
@@ -68,10 +70,15 @@ class GradientWatch:
         self.display = display
         self.options = dict(options)
         self.panel: Any = None
-        self.recorder: Recorder | None = None
+        self.session: Session | None = None
         self._loss_hook: Any = None
         self._loss_sum: torch.Tensor | None = None
         self._micro_batches = 0
+
+    @property
+    def recorder(self) -> Recorder | None:
+        """The recorder on the trained model (None before the first fit)."""
+        return None if self.session is None else self.session.recorder
 
     @property
     def history(self) -> History:
@@ -90,18 +97,14 @@ class GradientWatch:
         """
         self.finish()
         self._loss_sum, self._micro_batches = None, 0
+        self.session = Session.watching(Recorder(model, **self.options))
         if self.display and show:
             from IPython.display import display
 
             from ..view import GradPanel  # lazily: scripts with display=False need no UI
 
-            options = dict(self.options)
-            act_every = options.pop("act_every", 10)
-            self.panel = GradPanel(model, act_every=act_every, recorder_options=options)
-            self.recorder = self.panel.recorder
+            self.panel = GradPanel(self.session)
             display(self.panel)
-        else:
-            self.recorder = Recorder(model, **self.options)
         if read_loss is not None:
             self._loss_hook = model.register_forward_hook(read_loss, with_kwargs=True)
 
@@ -120,21 +123,17 @@ class GradientWatch:
         that norms are recorded unscaled and the steps it skips are told apart.
         """
         loss = self._step_loss(divide_by)
-        if self.recorder is None or self.recorder.closed:
-            return
-        if self.panel is not None:
-            self.panel.capture(loss, scaler=scaler)  # and wakes the panel's refresher
-        else:
-            self.recorder.capture(loss, scaler=scaler)
+        if self.session is not None and not self.session.recorder.closed:
+            self.session.capture(loss, scaler=scaler)  # and wakes the panel's refresher
 
     def finish(self) -> None:
         """Remove the hooks (the panel stays, showing the whole run). Safe to call again."""
         if self._loss_hook is not None:
             self._loss_hook.remove()
             self._loss_hook = None
-        if self.recorder is None or self.recorder.closed:
+        if self.session is None or self.session.recorder.closed:
             return
-        self.recorder.close()
+        self.session.recorder.close()
         if self.panel is not None:
             self.panel.wait()  # the last steps, drawn now rather than by a thread that quit
 

@@ -148,19 +148,26 @@ class LogReader:
         self._cursor = 0  # rowid of the newest point read
         self._step: int | None = None
         self._seen_at = time.monotonic()
-        self._meta = dict(self._db.execute("SELECT key, value FROM meta"))
+        self._meta = dict(self._read("SELECT key, value FROM meta"))
 
     def poll(self) -> int:
-        """Read what was committed since the last poll; the number of points read."""
+        """Read what was committed since the last poll; the number of points read.
+
+        Raises
+        ------
+        GradWidgetError
+            The log is damaged (a missing table, a step that is not an integer, a truncated
+            data blob): the message names the file and the fault. What was read stays.
+        """
         if not self.layers and not self._read_layers():
             return 0
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT rowid, series, step, data FROM points WHERE rowid > ? ORDER BY rowid LIMIT ?",
             (self._cursor, _BATCH),
-        ).fetchall()
+        )
         for rowid, sid, step, data in rows:
             name = self._series.get(sid) or self._series_name(sid)
-            self.history.append(name, step, np.frombuffer(data, "<f4"))
+            self.history.append(name, step, self._values(name, step, data))
             self._cursor, self._step = rowid, step
         if rows:
             self._seen_at = time.monotonic()
@@ -168,24 +175,47 @@ class LogReader:
 
     def status(self) -> LogStatus:
         """Where the writer stands now (reads the log's ``finished`` mark)."""
-        finished = self._db.execute("SELECT 1 FROM meta WHERE key = 'finished'").fetchone()
+        finished = self._read("SELECT 1 FROM meta WHERE key = 'finished'")
         idle = time.monotonic() - self._seen_at
-        return LogStatus(self._step, finished is not None, idle, self._writer_gone())
+        return LogStatus(self._step, bool(finished), idle, self._writer_gone())
 
     def close(self) -> None:
         """Close the connection (the file is left as it is)."""
         self._db.close()
 
     def _read_layers(self) -> bool:
-        found = self._db.execute("SELECT name, kind, params FROM layers ORDER BY idx").fetchall()
+        found = self._read("SELECT name, kind, params FROM layers ORDER BY idx")
         self.layers = tuple(LayerInfo(*row) for row in found)
         if self.layers:
             self.history = History(tuple(layer.name for layer in self.layers), self.capacity)
         return bool(self.layers)
 
     def _series_name(self, sid: int) -> str:
-        self._series = dict(self._db.execute("SELECT id, name FROM series"))
+        self._series = dict(self._read("SELECT id, name FROM series"))
+        if sid not in self._series:
+            raise self._damaged(f"a point refers to series {sid}, which the log does not name")
         return self._series[sid]
+
+    def _values(self, name: str, step: object, data: object) -> np.ndarray:
+        """A point's float32 values, after checking the row is what the writer writes."""
+        if not isinstance(step, int):
+            raise self._damaged(f"a step of {name!r} is {step!r}, not an integer")
+        if not isinstance(data, bytes) or len(data) % 4:
+            size = len(data) if isinstance(data, bytes) else type(data).__name__
+            raise self._damaged(f"the data of {name!r} at step {step} is truncated ({size} bytes)")
+        return np.frombuffer(data, "<f4")
+
+    def _read(self, query: str, args: tuple = ()) -> list:
+        try:
+            return self._db.execute(query, args).fetchall()
+        except sqlite3.DatabaseError as why:  # a missing table, a corrupt page
+            raise self._damaged(str(why)) from None
+
+    def _damaged(self, fault: str) -> GradWidgetError:
+        return GradWidgetError(
+            f"The log {str(self.path)!r} is damaged: {fault}. What was read before is kept; "
+            "nothing after it can be read. Rerun the job to write a new log."
+        )
 
     def _writer_gone(self) -> bool:
         """True only when the writer ran on this host and its process no longer exists."""

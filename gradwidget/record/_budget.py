@@ -5,7 +5,7 @@ captures, activation samples (a hooked forward pass, statistics of every layer's
 copy of the weights) and the update ratio read on the step after each sample. The schedule
 measures each from the times at which ``capture`` is entered and left, and stretches the
 gradient and the activation interval by one common factor until, together with the ticks, they
-cost at most ``budget`` of a plain step. Measured in shared/NOTES.md: on a 4.4 ms MLP step one
+cost at most ``budget`` of a plain step. Measured (docs/performance.md): on a 4.4 ms MLP step one
 capture of all norms costs about 6.6 % of the step, and an activation sample about 2 ms of a
 7 ms step, so on small CPU models both intervals must widen.
 
@@ -128,7 +128,7 @@ class Schedule:
         """The training step between two captures, by what the capture before it did.
 
         A capture reads every gradient; the optimizer step right after it then finds the cache
-        cold (in shared/NOTES.md a capture cost 2.9 % of a step alone, 6.6 % in the loop), so
+        cold (docs/performance.md: a capture cost 2.9 % of a step alone, 6.6 % in the loop), so
         that spill is charged to gradient captures.
         """
         self._any.add(outside)
@@ -159,7 +159,8 @@ class Schedule:
         """A gradient capture: its own time beyond a tick, and its spill into the next step.
 
         Until both sides of the spill are measured, it is taken to equal the capture's own
-        time, as in NOTES (every step captured leaves no plain step to compare with).
+        time, as measured in docs/performance.md (every step captured leaves no plain step to
+        compare with).
         """
         own = max(self._grads.median - self._tick.median, 0.0)
         spill = own

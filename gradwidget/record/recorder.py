@@ -1,6 +1,6 @@
 """Record per-layer gradient norms, update ratios and activation statistics from any model.
 
-The cost model drives the design (measured in ``shared/NOTES.md``):
+The cost model drives the design (measured in ``docs/performance.md``):
 
 * Gradients are read from ``p.grad`` after backward, never with full backward hooks: those
   cost about 1.24x a step and raise on in-place modules such as ``ReLU(inplace=True)``.

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from ..train.summary import COLUMNS, RunSummary
+from ..session.summary import COLUMNS, RunSummary
 from .table import to_html
 
 __all__ = ["Comparison"]

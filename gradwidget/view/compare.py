@@ -15,7 +15,7 @@ import ipywidgets as w
 import numpy as np
 
 from ..history import History
-from ..train.summary import RunSummary
+from ..session.summary import RunSummary
 from ._data import decimate_minmax
 from ._figures import figure, key_html, step_axis, step_labels
 from ._loss_axis import LossAxis

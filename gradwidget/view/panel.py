@@ -1,43 +1,39 @@
-"""GradPanel: live gradient charts, a diagnosis and one-click fixes, in one widget.
+"""GradPanel: a view of a :class:`~gradwidget.session.Session`; layout and redraws only.
 
-Two ways in. Managed: ``GradPanel(model, data)`` trains copies of the model on a background
-thread (Train / Stop / Retrain with fixes). Own loop: ``GradPanel(model)`` or ``watch(model)``
-hooks the model itself and the user calls ``panel.capture(loss)`` after ``loss.backward()``.
-Either way a refresher thread redraws at most ``refresh_hz`` times a second from a snapshot.
+Three ways in, one panel. ``GradPanel(model, data)`` trains copies of the model (Train / Stop
+/ Retrain with fixes); ``GradPanel(model)`` or ``watch(model)`` watches the user's own loop
+(``panel.capture(loss)`` after ``loss.backward()``); ``GradPanel.follow(path)`` follows a
+job's log on disk. Each builds a session, and everything the panel does is the session's;
+a refresher thread redraws at most ``refresh_hz`` times a second from the source on show.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
 from torch import nn
 
-from ..diagnose.rules import Thresholds
-from ..errors import GradWidgetError, RemedyNotApplicable
+from ..errors import GradWidgetError
 from ..history import History
-from ..record.recorder import Recorder
-from ..remedies import LABELS, REGISTRY, apply_remedies, apply_settings, split
-from ..train.training import Run, TrainConfig
-from . import _export, report
+from ..remedies import split
+from ..session import RunRecord, Session
+from ..train.training import Run
+from . import report
 from ._refresher import Refresher
 from ._widgets import close_tree
 from .compare import CompareView
 from .fixes import FixBar
 from .live import LiveCharts
-from .runs import RunRecord, unique_name
 from .snapshot import Snapshot, take
 from .status import StatusBar
 
 __all__ = ["GradPanel", "RunRecord", "watch"]
 
-_CLOSE_WAIT_S = 10.0  # a run stops within a step; a step stuck longer is the model's bug
 _OWN_LOOP = "This panel watches your own loop: call panel.capture(loss) after loss.backward()."
-_WATCHED: weakref.WeakKeyDictionary[nn.Module, GradPanel] = weakref.WeakKeyDictionary()
 
 
 class GradPanel(w.VBox):
@@ -45,11 +41,12 @@ class GradPanel(w.VBox):
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model. With ``data``, each run trains its own copy made from the weights ``model``
-        has now, so ``model`` is never changed and every retrain starts from the same
-        weights; get trained models from ``panel.runs``. Without ``data``, the panel watches
-        ``model`` as you train it (one open panel per model in this mode).
+    model : torch.nn.Module or Session
+        The model, or a :class:`~gradwidget.session.Session` made beforehand. With ``data``,
+        each run trains its own copy made from the weights ``model`` has now, so ``model`` is
+        never changed and every retrain starts from the same weights; get trained models from
+        ``panel.runs``. Without ``data``, the panel watches ``model`` as you train it (one
+        open panel per model in this mode).
     data : Dataset, (X, y) or iterable of (x, y) batches, optional
         Training data, as for :class:`gradwidget.Run`; leave out to train in your own loop.
     loss_fn, optimizer, lr, steps, batch_size, seed, act_every
@@ -62,7 +59,7 @@ class GradPanel(w.VBox):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Session,
         data: Any = None,
         *,
         loss_fn: Any = None,
@@ -75,186 +72,189 @@ class GradPanel(w.VBox):
         refresh_hz: float = 10.0,
         recorder_options: dict[str, Any] | None = None,
     ) -> None:
-        self.model, self.data = model, data
-        self.recorder: Recorder | None = None
-        self._closed = False
-        self.config = TrainConfig(
-            steps=steps, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
-            loss_fn=loss_fn, act_every=act_every,
-        )  # fmt: skip
-        self.thresholds = Thresholds()
-        self.runs: list[RunRecord] = []
+        if isinstance(model, Session):
+            self.session = model
+        elif data is None:
+            self.session = Session.watching(model, act_every=act_every, **(recorder_options or {}))
+        else:
+            config = dict(loss_fn=loss_fn, optimizer=optimizer, lr=lr, steps=steps, seed=seed,
+                          batch_size=batch_size, act_every=act_every)  # fmt: skip
+            self.session = Session(model, data, **config)
         self.updates_sent = 0
-        self._initial = apply_remedies(model, ())  # a copy, taken before any hook is added
-        self._refresher = Refresher(self._tick, refresh_hz, "gradwidget-refresher")
+        self._closed = False
         self._lock = threading.RLock()
-        self._active: Run | None = None
-        self._shown: Run | None = None
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[Any, ...] | None = None
+        self._running: Run | None = None  # the run whose end this panel has yet to show
         self._draw_error = ""
-        self.recorder = self._attach(model, recorder_options or {}) if data is None else None
+        self._refresher = Refresher(self._tick, refresh_hz, "gradwidget-refresher")
         self._build()
+        self.session.subscribe(self._refresher.poke)
+        if self._tick():  # draws what a followed log already holds, here and now
+            self._refresher.poke()
 
-    # -- layout --------------------------------------------------------------------------
+    @classmethod
+    def follow(
+        cls, path: str | Path, *, refresh_hz: float = 2.0, stale_s: float = 5.0,
+        capacity: int = 1024,
+    ) -> GradPanel:  # fmt: skip
+        """A panel on the log(s) a job writes at ``path``: a run's ``log_dir``, or a folder of
+        run folders shown side by side. ``stale_s``: after this long without new data the
+        status says so; ``capacity``: buckets per series kept per run, however long the job.
+        """
+        session = Session.following(path, capacity=capacity, stale_s=stale_s)
+        return cls(session, refresh_hz=refresh_hz)
+
+    # -- what it shows (the session's) -------------------------------------------------------
+
+    model = property(lambda self: self.session.model, doc="The model (None for a log).")
+    data = property(lambda self: self.session.data, doc="The training data, if any.")
+    config = property(lambda self: self.session.config, doc="Every run's TrainConfig.")
+    thresholds = property(lambda self: self.session.thresholds, doc="The diagnosis's limits.")
+    runs = property(lambda self: self.session.runs, doc="The session's runs (RunRecord).")
+    recorder = property(lambda self: self.session.recorder, doc="Own loop: the Recorder.")
+    version = property(lambda self: self.session.version, doc="Moves with new data.")
+
+    @property
+    def shown(self) -> str | None:
+        """Name of the run (or log) whose charts and diagnosis are on show."""
+        return self.session.shown
+
+    # -- layout ------------------------------------------------------------------------------
 
     def _build(self) -> None:
+        session = self.session
         self.train_button = _button("Train", "play", "gw-train", lambda _: self.train())
         self.stop_button = _button("Stop", "stop", "gw-stop", lambda _: self.stop())
-        self.status = StatusBar()
-        self.fixes = FixBar(self._initial, self._on_fixes_changed, self.retrain, self.config)
-        # Status, diagnosis and fixes on top; the charts below them in a grid.
-        self.live = LiveCharts(self.thresholds, beside=self.fixes)
-        # Joins the panel with the second run (bqplot lays out a hidden figure at zero size),
-        # so a panel never shows an empty comparison.
-        self.compare = CompareView(self.remove_run)
         self.export_button = report.export_button(self)
-        toolbar = w.HBox([self.train_button, self.stop_button, self.export_button, self.status])
+        self.status = StatusBar()
+        self.chooser = w.Dropdown(description="Show", layout=w.Layout(width="max-content"))
+        self.chooser.add_class("gw-chooser")
+        self.chooser.observe(self._on_choice, names="value")
+        base = session.initial_model
+        fixable = base is not None
+        self.fixes = (
+            None
+            if base is None
+            else FixBar(base, self._on_fixes_changed, self._retrain_clicked, session.config)
+        )
+        # Status, diagnosis and fixes on top; the charts below them in a grid.
+        self.live = LiveCharts(session.thresholds, beside=self.fixes)
+        # Joins the panel with the second source (bqplot lays out a hidden figure at zero
+        # size), so a panel never shows an empty comparison.
+        self.compare = CompareView(self.remove_run)
+        buttons = [self.train_button, self.stop_button] if fixable else []
+        toolbar = w.HBox([*buttons, self.export_button, self.chooser, self.status])
         super().__init__([toolbar, self.live])
         self.add_class("gw-panel")
-        if self.recorder is not None:
+        if session.logs:
+            self.add_class("gw-follow")
+        if not session.can_train and self.fixes is not None:
             for button in (self.train_button, self.stop_button):
                 button.disabled, button.tooltip = True, _OWN_LOOP
             self.fixes.allow_retrain(_OWN_LOOP)
-        self.status.say(_OWN_LOOP if self.recorder is not None else "Ready: press Train.")
+        self.status.say(_OWN_LOOP if session.recorder is not None else session.status().text)
+        self._sync_sources()
 
-    def _attach(self, model: nn.Module, options: dict[str, Any]) -> Recorder:
-        owner = _WATCHED.get(model)
-        # A panel whose recorder is closed (a trainer callback's, after fit) hooks nothing.
-        if owner is not None and not owner._closed and not owner.recorder.closed:
-            raise GradWidgetError(
-                "This model is already watched by another open panel, and two panels would "
-                "hook it twice. Close the other panel first (panel.close())."
-            )
-        recorder = Recorder(model, act_every=self.config.act_every, **options)
-        _WATCHED[model] = self
-        return recorder
+    def _sync_sources(self) -> None:
+        """Chooser and comparison follow the session's sources (added, removed, shown)."""
+        names = list(self.session.sources)
+        with self.chooser.hold_sync():
+            if list(self.chooser.options) != names:
+                self.chooser.options = names
+            self.chooser.value = self.session.shown if self.session.shown in names else None
+        self.chooser.layout.display = "" if len(names) > 1 else "none"
+        for name in names:
+            if name not in self.compare.cells:
+                self.compare.add_run(name)
+        if len(names) >= 2 and self.compare not in self.children:  # something to compare
+            self.children = (*self.children, self.compare)
 
-    @classmethod
-    def follow(cls, path: Any, **options: Any) -> Any:
-        """A live view of the log(s) a job writes at ``path``: :class:`.follow.FollowView`."""
-        from .follow import FollowView
-
-        return FollowView(path, **options)
-
-    # -- actions -------------------------------------------------------------------------
+    # -- actions -----------------------------------------------------------------------------
 
     def train(self) -> Run | None:
         """Start a baseline run from the initial weights; None (and a status line) if refused."""
-        return self._launch("baseline", ())
+        return self._act(self.session.train)
 
     def retrain(self, names: Iterable[str]) -> Run | None:
         """Start a run of the initial model with remedies ``names``, same config and seed.
 
-        Model remedies build the run's model (``apply_remedies``); training remedies
-        (``clip_grad``, ``lower_lr``) change the run's ``TrainConfig``. Refused (None, with a
-        status line) while another run is active (one run at a time), or for unknown or rival
-        names.
+        Model remedies build the run's model; training remedies (``clip_grad``, ``lower_lr``)
+        change the run's ``TrainConfig``. Refused (None, with a status line) while another
+        run is active (one run at a time), or for unknown or rival names.
         """
-        wanted = set(names)
-        try:
-            split(wanted)
-        except ValueError as why:  # an unknown name, or two activations (inits, norms)
-            self.status.say(str(why), "warn")
-            return None
-        chosen = tuple(r.name for r in REGISTRY if r.name in wanted)
-        if not chosen:
-            self.status.say("Choose at least one fix to retrain with.", "warn")
-            return None
-        return self._launch(" + ".join(LABELS[n] for n in chosen), chosen)
+        return self._act(lambda: self.session.retrain(names))
 
-    def _launch(self, label: str, names: tuple[str, ...]) -> Run | None:
+    def _retrain_clicked(self, names: tuple[str, ...]) -> None:
+        self.retrain(names)
+
+    def _act(self, start: Callable[[], Run]) -> Run | None:
         with self._lock:
-            refusal = self._refusal()
-            if refusal is None:
-                try:
-                    model_names, settings_names = split(names)
-                    config = apply_settings(self.config, settings_names)
-                    return self._start(label, names, self.remedied_model(model_names), config)
-                except (RemedyNotApplicable, ValueError) as why:
-                    refusal = str(why)
-            self.status.say(refusal, "warn")
-            return None
-
-    def _refusal(self) -> str | None:
-        if self._closed:
-            return "This panel is closed."
-        if self.recorder is not None:
-            return _OWN_LOOP
-        if self._active is not None:
-            return f"{self._active.name!r} is still running: press Stop first (one run at a time)."
-        return None
-
-    def _start(
-        self, label: str, names: tuple[str, ...], model: nn.Module, config: TrainConfig
-    ) -> Run:
-        name = unique_name(label, {r.name for r in self.runs})
-        run = Run(model, self.data, config, name=name)
-        self.runs.append(RunRecord(name, names, model, run))
-        self.compare.add_run(name)
-        if len(self.runs) >= 2 and self.compare not in self.children:  # something to compare
-            self.children = (*self.children, self.compare)
-        self._active = self._shown = run
-        self._seen = None
-        self.live.restart()
-        self.train_button.disabled = True
-        self.fixes.allow_retrain("A run is in progress.")
-        self.status.say(f"{name}: starting…")
-        run.start()
+            try:
+                if self._closed:
+                    raise GradWidgetError("This panel is closed.")
+                run = start()
+            except GradWidgetError as why:
+                self.status.say(str(why), "warn")
+                return None
+            self._running, self._seen = run, None
+            self._sync_sources()
+            self.live.restart()
+            self.train_button.disabled = True
+            if self.fixes is not None:
+                self.fixes.allow_retrain("A run is in progress.")
+            self.status.say(f"{run.name}: starting…")
         self._refresher.poke()
         return run
 
     def stop(self) -> None:
         """Stop the active run after its current step (a status line if nothing runs)."""
-        run = self._active
-        if run is None:
-            self.status.say("Nothing is running.")
-            return
-        run.stop(timeout=0)  # never block the kernel: the refresher reports the end
-        self.status.say(f"Stopping {run.name}…")
+        run = self.session.stop()
+        self.status.say(f"Stopping {run.name}…" if run is not None else "Nothing is running.")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no run is active (or ``timeout`` s), then redraw; True if none is."""
-        run = self._active
-        if run is not None:
-            run.join(timeout)
-        if self.recorder is not None:
-            self.recorder.flush()  # an own loop's last steps, still on their way to the host
+        done = self.session.wait(timeout)
         with self._lock:
             self._seen = None  # redraw even if no new point: the step count may have moved
             self._tick()
-        return self._active is None
+        return done
+
+    def poll(self) -> bool:
+        """Followed logs: read what came since the last poll and redraw; True if any new."""
+        with self._lock:
+            fresh = self.session.poll()
+            self._tick()
+        return fresh
 
     def capture(self, loss: Any = None, *, scaler: Any = None) -> None:
         """Own-loop mode: record this step; call after ``loss.backward()``, before ``step()``.
 
         Under AMP pass the ``torch.amp.GradScaler``: norms are then shown unscaled.
         """
-        if self.recorder is None:
-            raise GradWidgetError(
-                "This panel trains the model itself; capture() is for a panel made without "
-                "data (GradPanel(model) or gw.watch(model)) around your own training loop."
-            )
-        self.recorder.capture(loss, scaler=scaler)
-        self._refresher.poke()
+        self.session.capture(loss, scaler=scaler)
 
     def remove_run(self, name: str) -> None:
         """Drop run ``name`` from the comparison (not while it is running)."""
         with self._lock:
-            record = next((r for r in self.runs if r.name == name), None)
-            if record is None or record.run is self._active:
-                why = "is still running: stop it first" if record else "does not exist"
-                self.status.say(f"Run {name!r} {why}.", "warn")
+            try:
+                self.session.remove_run(name)
+            except GradWidgetError as why:
+                self.status.say(str(why), "warn")
                 return
-            self.runs.remove(record)
+            self._sync_sources()
             self._update_compare()
             self.status.say(f"Removed run {name!r}.")
 
     def remedied_model(self, names: Iterable[str]) -> nn.Module:
         """A copy of the initial model with model remedies ``names`` applied (canonical order)."""
-        return apply_remedies(self._initial, tuple(names), self.config.seed, self.config)
+        return self.session.remedied_model(names)
+
+    def history(self, name: str | None = None) -> History:
+        """Everything recorded by run ``name`` (default: the one on show)."""
+        return self.session.history(name)
 
     def _on_fixes_changed(self, names: tuple[str, ...]) -> None:
-        if self.recorder is None or not names:
+        if self.session.recorder is None or not names:
             return
         model_names, settings_names = split(names)
         text = f"Get the fixed model with panel.remedied_model({list(model_names)!r}). "
@@ -267,15 +267,28 @@ class GradPanel(w.VBox):
             )
         self.status.say(text.strip())
 
-    # -- results -------------------------------------------------------------------------
+    def _on_choice(self, change: dict[str, Any]) -> None:
+        name = change["new"]
+        if name is None or name == self.session.shown:
+            return
+        self.session.show(name)
+        self.live.restart()
+        with self._lock:
+            self._seen = None
+            self._tick()
+
+    # -- results -----------------------------------------------------------------------------
 
     def comparison(self, loss_threshold: float | None = None) -> Any:
-        """One row per run: a DataFrame of :class:`gradwidget.train.summary.RunSummary` fields.
+        """One row per run: a DataFrame of :class:`gradwidget.session.summary.RunSummary` fields.
 
         ``steps_to_threshold`` counts steps until the loss reaches ``loss_threshold``, the
-        same bar for every run (default: half the first run's first loss).
+        same bar for every run (default: half the first run's first loss). A notebook shows
+        it as the panel's table, in words.
         """
-        return _export.frame(self._summaries(loss_threshold))
+        from ._frame import Comparison  # pandas only when asked for
+
+        return Comparison.of(self.session.summaries(loss_threshold))
 
     def export(self, path: Any) -> list[Any]:
         """Write each run's history and the comparison table; the paths written.
@@ -283,8 +296,7 @@ class GradPanel(w.VBox):
         ``path`` ending in ``.json`` or ``.csv`` gives ``<stem>-<run>.<suffix>`` files next to
         it; any other ``path`` is a folder of ``<run>.json`` files. Both add a comparison CSV.
         """
-        histories = {r.name: r.history for r in self.runs}
-        return _export.write(path, histories, self._summaries(None))
+        return self.session.export(path)
 
     def export_html(self, path: str | Path) -> Path:
         """Write the panel as one HTML file that opens offline (see the README); its path.
@@ -293,7 +305,7 @@ class GradPanel(w.VBox):
         ``path`` may be a folder, which gets a new ``gradwidget-report-<time>.html``.
         """
         with self._lock:  # one consistent picture: no redraw halfway through
-            return report.export_html(self, path)
+            return report.export_html(self.session, self, path)
 
     def snapshot(self, dpi: int = 100) -> Snapshot:
         """A PNG picture of the runs (needs ``gradwidget[snapshot]``); leave it in a cell.
@@ -302,27 +314,29 @@ class GradPanel(w.VBox):
         shows where no kernel runs (GitHub, nbviewer).
         """
         with self._lock:
-            return take(self, dpi)
+            return take(self.session, dpi)
 
-    def _summaries(self, loss_threshold: float | None) -> list:
-        return _export.summaries(self.runs, loss_threshold)
-
-    # -- refresh (refresher thread, or the caller of wait) --------------------------------
+    # -- refresh (refresher thread, or the caller of wait) ------------------------------------
 
     def _tick(self) -> bool:
         with self._lock:
             if self._closed:
                 return False
-            run, live = self._active, self._live()
-            key = None if live is None else (id(live), live.version)
-            ended = run is not None and run.state.ended
+            session = self.session
+            session.poll()
+            source = session.source()
+            key = (session.shown, None if source is None else source.version, *session.sources)
+            finishing = self._running is not None and self._running.state.ended
             changed = key != self._seen
-            if changed or ended:
+            if changed or finishing:
                 self._seen = key
+                ended = source is None or source.status().ended
                 self._safe_draw(final=ended)
-            if ended:
-                self._finish(run)
-            return (run is not None and not ended) or changed
+            if finishing:
+                self._finish()
+            elif changed or session.logs:
+                self._show_status()
+            return session.active is not None or changed or session.polling
 
     def _safe_draw(self, final: bool) -> None:
         try:
@@ -332,63 +346,48 @@ class GradPanel(w.VBox):
                 self._draw_error = repr(exc)
                 self.status.show_error("The panel failed to redraw its charts.", exc)
 
-    def _live(self) -> History | None:
-        if self.recorder is not None:
-            return self.recorder.live
-        rec = self._shown.recorder if self._shown is not None else None
-        return rec.live if rec is not None else None
-
     def _draw(self, final: bool) -> None:
-        # Redraws read the live history, not recorder.history: that waits for copies still on
-        # their way from the device, under the lock the training loop's capture() takes. The
-        # last draw of a run (it trains no more) reads everything, landed.
-        live = self._live()
-        if final:
-            snapshot = self._shown.history
-        else:
-            snapshot = live.snapshot() if live is not None else History(())
-        model = self.model if self.recorder is not None else self._shown.model
-        if self.live.draw(snapshot, final, model):
-            self.fixes.suggest(r for f in self.live.findings for r in f.remedies)
-            if self.runs:
-                self._update_compare()
-        self._show_progress()
+        # Redraws read a cheap live copy; the last draw of a source (it grows no more) reads
+        # everything, landed.
+        source = self.session.source()
+        if source is None:
+            return
+        snapshot = source.snapshot() if final else source.live()
+        if self.live.draw(snapshot, final, source.model):
+            if self.fixes is not None:
+                self.fixes.suggest(r for f in self.live.findings for r in f.remedies)
+            self._update_compare()
         self.updates_sent += 1
 
     def _update_compare(self) -> None:
-        histories = {r.name: r.history for r in self.runs}
-        self.compare.update(histories, self._summaries(None))
+        if self.compare in self.children:
+            self.compare.update(self.session.histories(), self.session.summaries())
 
-    def _show_progress(self) -> None:
-        run = self._active
-        if self.recorder is not None:
-            self.status.say(f"Watching your loop: step {self.recorder.step}.")
-        elif run is not None and not run.state.ended:
-            self.status.show_run(run)
+    def _show_status(self) -> None:
+        self.status.show(self.session.status())
 
-    def _finish(self, run: Run) -> None:
-        self._active = None
-        self.status.show_end(run)
+    def _finish(self) -> None:
+        run, self._running = self._running, None
+        self._sync_sources()
+        self._update_compare()
+        source = self.session.source(run.name) if run is not None else None
+        self.status.show(source.status() if source is not None else self.session.status())
         self.train_button.disabled = False
-        self.fixes.allow_retrain(None)
+        if self.fixes is not None:
+            self.fixes.allow_retrain(None)
 
-    # -- teardown ------------------------------------------------------------------------
+    # -- teardown ----------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop the active run and the refresher, remove every hook, close every widget."""
+        if "_refresher" not in self.__dict__:  # __init__ raised; ipywidgets' __del__ calls us
+            return
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            active = self._active
-        if active is not None:
-            active.stop(timeout=_CLOSE_WAIT_S)
-        for record in self.runs:
-            record.run.join(timeout=_CLOSE_WAIT_S)
+        self.session.close()
         self._refresher.stop()
-        if self.recorder is not None:
-            self.recorder.close()
-            _WATCHED.pop(self.model, None)
         close_tree(self)
 
 

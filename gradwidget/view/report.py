@@ -24,7 +24,8 @@ from ipywidgets.embed import dependency_state, embed_data
 from ..diagnose.rules import diagnose
 from ..errors import GradWidgetError
 from ..remedies import LABELS
-from . import _export, _settings
+from ..session import Session
+from ..session._tables import versions
 from ._assets import Script, font_faces, page_scripts
 from .diagnosis_box import render
 from .table import to_html
@@ -59,9 +60,10 @@ def default_name() -> str:
     return f"gradwidget-report-{now:%Y%m%d-%H%M%S}.html"
 
 
-def export_html(panel: Any, path: str | Path) -> Path:
-    """Write the report of ``panel`` to ``path`` (a folder: a new file in it); the path."""
-    if panel._closed:  # its widgets are gone, and with them the charts' state
+def export_html(session: Session, view: w.Widget, path: str | Path) -> Path:
+    """Write the report of ``session`` drawn by ``view`` to ``path`` (a folder: a new file in
+    it); the path. ``view`` is the widget whose live copy the page embeds."""
+    if session.closed or view.comm is None:  # its widgets are gone, and with them the charts
         raise GradWidgetError(
             "This panel is closed, so its charts are gone. Export before panel.close(); the "
             "data is still in panel.runs (panel.export(path) or panel.snapshot())."
@@ -70,10 +72,11 @@ def export_html(panel: Any, path: str | Path) -> Path:
     if path.is_dir():
         path = path / default_name()
     path.parent.mkdir(parents=True, exist_ok=True)
-    histories = _export.histories(panel.runs, panel.recorder)
-    state = _static_state(dependency_state(panel, drop_defaults=False))
-    data = embed_data(views=[panel], state=state)
-    body = _summary(panel, histories) + _widget_view(data["view_specs"][0])
+    state = _static_state(dependency_state(view, drop_defaults=False))
+    data = embed_data(views=[view], state=state)
+    compare = getattr(view, "compare", None)  # the chips: each run's colour in the panel
+    colours = {name: c for name, (c, _) in compare.styles.items()} if compare else {}
+    body = _summary(session, colours) + _widget_view(data["view_specs"][0])
     path.write_text(_page(body, data["manager_state"]), encoding="utf-8")
     return path
 
@@ -104,26 +107,28 @@ def _static_state(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _summary(panel: Any, histories: Mapping[str, Any]) -> str:
-    """The written part: title, each run's diagnosis, the comparison and the settings."""
+def _summary(session: Session, colours: Mapping[str, str]) -> str:
+    """The written part: title, each run's diagnosis, the comparison (a chip of each run's
+    ``colours`` entry) and the settings."""
     made = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    what = type(session.model).__name__ if session.model is not None else "followed logs"
+    histories = session.histories()
     parts = [
-        f"<h1>gradwidget report: {html.escape(type(panel.model).__name__)}</h1>",
-        f'<div class="gw-meta">{made} · {html.escape(_settings.versions())}</div>',
+        f"<h1>gradwidget report: {html.escape(what)}</h1>",
+        f'<div class="gw-meta">{made} · {html.escape(versions())}</div>',
         "<h2>Diagnosis</h2>",
     ]
     if not histories:
         parts.append("<p>Nothing was recorded yet: train the model before exporting.</p>")
     for name, history in histories.items():
-        findings = diagnose(history, panel.thresholds) if len(history) else ()
+        findings = diagnose(history, session.thresholds) if len(history) else ()
         parts.append(f"<h3>{html.escape(name)}</h3>")
         parts.append(f'<div class="gw-run-findings">{render(findings, LABELS)}</div>')
-    if panel.runs:
+    if session.runs or len(histories) > 1:
         parts.append("<h2>Comparison</h2>")
-        colours = {name: c for name, (c, _) in panel.compare.styles.items()}  # the chips
-        parts.append(to_html(_export.summaries(panel.runs, None), colours))
+        parts.append(to_html(session.summaries(), colours))
     parts.append("<h2>Run settings</h2>")
-    parts.append(_table(_settings.rows(panel)))
+    parts.append(_table(session.settings_rows()))
     parts.append("<h2>The panel</h2>")
     return "\n".join(parts)
 

@@ -22,8 +22,8 @@ import numpy as np
 from ..diagnose.rules import Finding, Thresholds, diagnose
 from ..errors import GradWidgetError
 from ..history import History
-from ..train.summary import RunSummary
-from . import _export
+from ..session import Session
+from ..session.summary import RunSummary
 from ._data import decimate_minmax, depth_colors, positive
 from ._ranges import dodge, loss_range
 from .compare import run_style
@@ -65,11 +65,12 @@ class Snapshot:
         return path
 
 
-def take(panel: Any, dpi: int = 100) -> Snapshot:
-    """Draw ``panel``'s runs (or its own loop) as a PNG of 12 x 9 inches at ``dpi``."""
-    histories = _export.histories(panel.runs, panel.recorder)
-    rows = _export.summaries(panel.runs, None) if len(panel.runs) > 1 else []
-    return picture(histories, panel.thresholds, dpi, rows)
+def take(session: Session, dpi: int = 100) -> Snapshot:
+    """Draw ``session``'s runs (its own loop, its logs) as a PNG of 12 x 9 inches at ``dpi``,
+    with the comparison table when there are two runs or more."""
+    histories = session.histories()
+    rows = session.summaries() if len(histories) > 1 else []
+    return picture(histories, session.thresholds, dpi, rows)
 
 
 def picture(

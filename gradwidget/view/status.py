@@ -7,7 +7,7 @@ import traceback
 
 import ipywidgets as w
 
-from ..train.training import Run, RunState
+from ..session import SourceStatus
 
 __all__ = ["StatusBar"]
 
@@ -17,7 +17,6 @@ _COLOURS = {
     "warn": "#b35900",
     "error": "#d62728",
 }
-_END_TONES = {RunState.FINISHED: "ok", RunState.DIVERGED: "warn"}
 
 
 class StatusBar(w.VBox):
@@ -51,20 +50,15 @@ class StatusBar(w.VBox):
             bar.value = min(step, bar.max)
             bar.layout.visibility = "visible" if total else "hidden"
 
-    def show_run(self, run: Run) -> None:
-        """Step, speed and loss of an active ``run``, and its progress."""
-        total = "?" if run.total_steps is None else run.total_steps
-        loss = "" if run.loss is None else f" · loss {run.loss:.3g}"
-        self.say(f"{run.name}: step {run.step}/{total} · {run.steps_per_s:.0f} steps/s{loss}")
-        self.show_progress(run.step, run.total_steps)
-
-    def show_end(self, run: Run) -> None:
-        """How ``run`` ended, in its own words (red, with the traceback, if it failed)."""
-        self.progress.layout.visibility = "hidden"
-        if run.state is RunState.FAILED:
-            self.show_error(run.message, run.error)
-        else:
-            self.say(run.message, _END_TONES.get(run.state, "info"))
+    def show(self, status: SourceStatus) -> None:
+        """Show where a source stands: its sentence, its progress while it runs, and the
+        traceback (red) if it failed."""
+        if status.error is not None:
+            self.progress.layout.visibility = "hidden"
+            self.show_error(status.text, status.error)
+            return
+        self.say(status.text, status.tone)
+        self.show_progress(status.step, None if status.ended else status.total)
 
     def show_error(self, message: str, error: BaseException | None) -> None:
         """Turn the status red and append ``message`` and the traceback to the error box."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass
 
 from ..remedies import LABELS
-from ..train.summary import COLUMNS, RunSummary
+from ..session.summary import COLUMNS, RunSummary
 
 __all__ = ["HEADERS", "Table", "format_rows", "to_html"]
 

@@ -3,7 +3,7 @@
 Fixtures: ``jupyter`` (one server per front end, parametrised over both) and ``driver`` (a
 ``NotebookDriver`` on pytest-playwright's ``page``, launched with Debian's chromium): write or
 copy a notebook into the server, run all its cells without awaiting them, wait for the marker
-cell, read chart lines, take screenshots. The facts behind the flags are in NOTES.md.
+cell, read chart lines, take screenshots. The facts behind the flags are in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A panel's runs: the record kept for each and its unique name."""
+"""A session's runs: the record kept for each and its unique name."""
 
 from __future__ import annotations
 
@@ -15,12 +15,19 @@ __all__ = ["RunRecord", "unique_name"]
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run of a panel: its name, remedies, the model it trains and the :class:`Run`."""
+    """One run of a session: its name, remedies, the model it trains and the :class:`Run`.
+
+    ``role`` says why it exists: ``"run"`` (the user asked), ``"trial"`` (a short run of the
+    automatic repair) or ``"winner"`` (the repair's full retrain); ``note`` is its score or
+    verdict in words, for tables and legends.
+    """
 
     name: str
     remedies: tuple[str, ...]
     model: nn.Module
     run: Run
+    role: str = "run"
+    note: str = ""
 
     @property
     def history(self) -> History:

@@ -15,10 +15,10 @@ import numpy as np
 
 from ..history import History
 from ..remedies import SETTINGS_NAMES
-from .settings import ScaledLR, TrainConfig
+from ..train.settings import ScaledLR, TrainConfig
 
 if TYPE_CHECKING:
-    from .training import Run
+    from ..train.training import Run
 
 __all__ = [
     "COLUMNS",
