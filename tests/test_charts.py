@@ -478,6 +478,8 @@ def test_comparison_frame_keeps_its_columns_and_shows_the_table_in_words() -> No
 def test_compare_view_shares_scales_labels_final_losses_and_removes_runs() -> None:
     removed: list[str] = []
     view = CompareView(removed.append)
+    # shown before any data: every scale has a domain (else bqplot's view fails to build)
+    assert view.scales[1].min > 0 and view.loss_scales["x"].max is not None
     low, high = filled(seed=1), filled(seed=2)
     for step in range(300):  # a second run whose gradients are 1000x smaller
         high.append("grad_norm", 300 + step, np.full(3, 1e-6))
@@ -494,6 +496,8 @@ def test_compare_view_shares_scales_labels_final_losses_and_removes_runs() -> No
     assert largest * (1 - 1e-6) <= view.scales[1].max < largest * 10
     assert len(view.loss_lines) == 2 and view.finals in view.loss_figure.marks
     assert list(view.finals.text) == [f"{low.loss[-1]:.3g}", "2.3"]
+    first = min(float(line.x[0]) for line in view.loss_lines.values())
+    assert (view.loss_scales["x"].min, view.loss_scales["x"].max) == (first, 599)
     assert list(view.finals.colors) == [view.styles["a"][0], view.styles["b"][0]]
     assert "gw-loss-overlay" in view.loss_figure._dom_classes
     assert view.table.value.count('class="gw-chip"') == 0  # rows are named baseline and <ReLU>

@@ -84,14 +84,16 @@ class CompareView(w.VBox):
 
     def __init__(self, on_remove: Callable[[str], None]) -> None:
         self.on_remove = on_remove
-        self.scales = (bq.LinearScale(), bq.LogScale())
+        # Domains from the start: the comparison shows when a run starts, before its data,
+        # and a bqplot figure on a log scale with no domain fails to create its view.
+        self.scales = (bq.LinearScale(), bq.LogScale(min=1e-8, max=1.0))
         self.cells: dict[str, _RunCell] = {}
         self.loss_lines: dict[str, bq.Lines] = {}
         self.styles: dict[str, tuple[str, str]] = {}  # a run keeps its colour when others go
         self._added = 0
         self._finals: dict[str, float] = {}  # each run's last recorded loss
         self.loss_axis = LossAxis()
-        self.loss_scales = {"x": bq.LinearScale(), "y": self.loss_axis.scale}
+        self.loss_scales = {"x": bq.LinearScale(min=0.0, max=1.0), "y": self.loss_axis.scale}
         self.finals = bq.Label(
             x=np.zeros(0, np.float32), y=np.zeros(0, np.float32), text=[], colors=[],
             scales=self.loss_scales, x_offset=6, y_offset=4, align="start",
@@ -185,4 +187,7 @@ class CompareView(w.VBox):
             self.finals.text = [f"{v:.3g}" for v in ends[shown]]
             names = [n for n, ok in zip(drawn, shown, strict=True) if ok]
             self.finals.colors = [self.styles[n][0] for n in names]
+        with self.loss_scales["x"].hold_sync():
+            self.loss_scales["x"].min = first_step
+            self.loss_scales["x"].max = max(last_step, first_step + 1.0)
         step_labels(self.step_axis, np.array([first_step, last_step]))
