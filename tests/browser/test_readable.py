@@ -83,6 +83,10 @@ def test_the_tutorial_comparison_reads_at_a_glance(driver, repo_notebooks):
     overlay = compare.locator(".gw-loss-overlay")
     driver.wait_for_lines(overlay)
     expect(overlay.locator("g.curve path.line")).to_have_count(5)
+    cells = compare.locator(".gw-grad-chart")
+    expect(cells).to_have_count(5)
+    for i in range(5):  # every run's small chart was built and drawn
+        driver.wait_for_lines(cells.nth(i), timeout_s=15)
     driver.screenshot("readable-compare", compare)
 
     table = compare.locator(".gw-compare-table table").evaluate(TABLE)
