@@ -24,8 +24,11 @@ chromium:
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  apt-get update -q && apt-get install -y -q chromium; }
 
+# The URL Jupyter prints is its default_url: point it at the tutorial, so that opening the
+# printed address (from a container or a remote machine, no browser here) opens the notebook.
+TUTORIAL := notebooks/01_vanishing_gradients.ipynb
 lab: $(STAMP)
-	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/01_vanishing_gradients.ipynb
+	$(BIN)/jupyter lab $(ROOT_FLAG) --LabApp.default_url=/lab/tree/$(TUTORIAL) $(TUTORIAL)
 
 test: $(STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
@@ -46,12 +49,16 @@ demo: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks
 
-# The README's pictures are two of the screenshots the browser tests take.
+# The README's pictures are five of the screenshots the browser tests take.
+SHOTS := artifacts/screenshots
 screenshots: $(STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m browser
 	mkdir -p docs/img
-	cp artifacts/screenshots/lab-panel-training.png docs/img/panel.png
-	cp artifacts/screenshots/lab-tutorial-compare.png docs/img/comparison.png
+	cp $(SHOTS)/lab-panel-training.png docs/img/panel.png
+	cp $(SHOTS)/lab-readable-compare.png docs/img/comparison.png
+	cp $(SHOTS)/lab-readable-gpt2.png docs/img/gpt2-panel.png
+	cp $(SHOTS)/lab-readable-gpt2-dark.png docs/img/gpt2-panel-dark.png
+	cp $(SHOTS)/notebook-resnet-managed.png docs/img/resnet-panel.png
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache

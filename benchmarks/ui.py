@@ -268,6 +268,11 @@ def ui_scale(
         for step in range(steps):
             history.append("grad_norm", step, rng.lognormal(-3, 1, n))
             history.append("loss", step, 2.0 / (1 + step))
+            if step % 10 == 0:  # sampled series: every chart has data to draw
+                history.append("update_ratio", step, rng.lognormal(-7, 1, n))
+                history.append("weight_norm", step, rng.lognormal(0, 0.1, n))
+                history.append("dead_frac", step, rng.random(n) * 0.1)
+                history.append("saturated_frac", step, rng.random(n) * 0.1)
         with CommTap().installed() as tap:
             live = LiveCharts(Thresholds())  # widgets on this thread, with counting comms
         live.draw(history.snapshot(), final=True)  # the first draw shows the charts

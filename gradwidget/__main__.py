@@ -87,18 +87,69 @@ def _diagnosis_text(findings: Sequence[Finding]) -> str:
     return "\n".join(blocks)
 
 
+_DESCRIPTION = """\
+Per-layer gradient norms of PyTorch models, in the terminal.
+
+  demo     train a 10-layer sigmoid network that cannot learn (vanishing gradients),
+           diagnose it, retrain it with each fix and print the comparison
+  follow   print the log of a training job (Recorder(..., log_dir=...)) as it grows
+
+Run "python -m gradwidget COMMAND --help" for a command's options. In a notebook,
+gradwidget.GradPanel(model, data) shows the same live, with charts.
+"""
+_DEMO = """\
+Train a 10-layer sigmoid MLP on handwritten digits (it stays at chance: its gradients
+vanish), print the diagnosis, then retrain copies from the same initial weights and data
+order with each fix (ReLU, He init, BatchNorm and combinations) and print a comparison
+table. Six runs of 600 steps take 10 to 30 s on a CPU; Ctrl-C stops it early.
+"""
+_FOLLOW = """\
+Print the log that a training job writes (a Recorder made with log_dir=...) and redraw
+it whenever new data arrives. Stops by itself
+when every run has finished (exit status 1 if a writer vanished without closing its log);
+press Ctrl-C to stop following at any time (the job itself goes on).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: each command described, with its defaults and how it stops."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m gradwidget", description=_DESCRIPTION, formatter_class=formatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_demo = commands.add_parser(
+        "demo", help="vanishing gradients and their fixes, trained and compared in the terminal",
+        description=_DEMO, formatter_class=formatter,
+    )  # fmt: skip
+    run_demo.add_argument(
+        "--steps", type=int, default=600, metavar="N", help="SGD steps per run (default: 600)"
+    )
+    run_demo.add_argument(
+        "--seed", type=int, default=0, metavar="S",
+        help="seed of the initial weights, the data split and the data order (default: 0)",
+    )  # fmt: skip
+    run_follow = commands.add_parser(
+        "follow", help="print a training job's log as it grows, until the job ends or Ctrl-C",
+        description=_FOLLOW, formatter_class=formatter,
+    )  # fmt: skip
+    run_follow.add_argument(
+        "path", help="a run's log_dir, or a folder of run folders (each run shown in turn)"
+    )
+    run_follow.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS",
+        help="seconds between looks at the log (default: 1.0)",
+    )  # fmt: skip
+    run_follow.add_argument(
+        "--once", action="store_true", help="print what is logged now and exit (default: off)"
+    )
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``gradwidget demo [--steps N] [--seed S]`` or
     ``gradwidget follow PATH [--interval S] [--once]``."""
-    parser = argparse.ArgumentParser(prog="gradwidget", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run_demo = commands.add_parser("demo", help="vanishing gradients and their remedies, headless")
-    run_demo.add_argument("--steps", type=int, default=600, help="SGD steps per run (600)")
-    run_demo.add_argument("--seed", type=int, default=0, help="seed of weights and data (0)")
-    run_follow = commands.add_parser("follow", help="a job's log (log_dir=...), live, as text")
-    run_follow.add_argument("path", help="a run's log_dir, or a folder of run folders")
-    run_follow.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
-    run_follow.add_argument("--once", action="store_true", help="print once and exit")
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "follow":
         try:

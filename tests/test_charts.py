@@ -24,11 +24,14 @@ from gradwidget.view._data import (
     thin_every,
     typical,
 )
+from gradwidget.view._ranges import dodge, loss_range, nice_ticks
 from gradwidget.view._widgets import close_tree
 from gradwidget.view.charts import FlowChart, GradChart, HeatChart
-from gradwidget.view.compare import CompareView, to_html
+from gradwidget.view.compare import CompareView
 from gradwidget.view.diagnosis_box import HEALTHY, DiagnosisBox
-from gradwidget.view.metrics import ActivityChart, LossChart
+from gradwidget.view.metrics import ActivityChart, LossChart, activity_note
+from gradwidget.view.table import format_rows, power_of_ten, to_html
+from gradwidget.view.updates import GUIDE, UpdateChart, block_ratios
 
 LAYERS = ("0", "2", "4")
 
@@ -182,7 +185,9 @@ def test_grad_chart_draws_one_line_per_layer_over_the_spread_of_all() -> None:
     chart = GradChart(history.layers, max_points=100)
     chart.update(history)
     s = history.series("grad_norm")
-    assert chart.lines.labels == list(LAYERS) and len(chart.lines.colors) == 3
+    assert chart.columns.labels == LAYERS and len(chart.lines.colors) == 3
+    assert chart.lines.labels[0].startswith("0 (1st of 3 from the input): gradient norm ")
+    assert chart.lines.labels[-1].endswith(f"at step {s.steps[-1]}")
     assert chart.lines.y.shape[0] == 3 and chart.lines.y.dtype == np.float32
     assert chart.lines.x.shape[0] <= 100 and chart.lines.x[-1] == s.steps[-1]
     _, expected = typical(s.steps, s.last, 100)
@@ -218,17 +223,21 @@ def test_grad_chart_of_a_transformer_draws_at_most_12_block_lines_and_drills_in(
     history = transformer()
     chart = GradChart(history.layers)
     chart.update(history)
+    labels = chart.columns.labels
     assert len(chart.lines.labels) == 12 and chart.lines.y.shape[0] == 12
-    assert chart.lines.labels[0] == "wte" and chart.lines.labels[-1] == "ln_f"
+    assert labels[0] == "wte" and labels[-1] == "ln_f"
+    assert chart.lines.labels[4].startswith("h.4 (5th of 12 from the input): gradient norm ")
+    assert all(f"■</span> {name}</span>" in chart.key.value for name in labels)  # all named
     s = history.series("grad_norm")
     _, per_layer = typical(s.steps, s.last, 300)
     h0 = np.sqrt((per_layer[1:4].astype(np.float64) ** 2).sum(axis=0))
-    np.testing.assert_allclose(chart.lines.y[chart.lines.labels.index("h.0")], h0, rtol=1e-5)
+    np.testing.assert_allclose(chart.lines.y[labels.index("h.0")], h0, rtol=1e-5)
     chart.menu.value = "block:h.3"  # the view menu: one block's layers
-    assert chart.lines.labels == ["h.3.ln_1", "h.3.attn", "h.3.mlp"]
+    assert chart.columns.labels == ("h.3.ln_1", "h.3.attn", "h.3.mlp")
+    assert chart.lines.labels[1].startswith("h.3.attn (2nd of 3 from the input)")
     np.testing.assert_array_equal(chart.lines.y, per_layer[10:13])
     chart.menu.value = "kind:attention"
-    assert len(chart.lines.labels) == 12 and chart.lines.labels[-1] == "h.11.attn"
+    assert len(chart.columns) == 12 and chart.columns.labels[-1] == "h.11.attn"
     assert ("Kind: norm", "kind:norm") in chart.menu.options
 
 
@@ -313,7 +322,71 @@ def test_loss_chart_draws_loss_and_accuracy_when_recorded() -> None:
     assert chart.lines["loss"].y.min() == loss.lo.min()
     np.testing.assert_array_equal(np.unique(chart.lines["accuracy"].y), np.unique(history.accuracy))
     assert chart.lines["test_accuracy"].y.size == 0  # never recorded: nothing drawn
-    assert chart.loss_scale.min == pytest.approx(float(loss.lo.min()))
+    scale = chart.loss_axis.scale
+    assert isinstance(scale, bq.LogScale) and chart.lines["loss"].scales["y"] is scale
+    assert float(loss.lo.min()) / 1.1 < scale.min < float(loss.lo.min())  # not below the loss
+    assert chart.acc_axis in chart.figure.axes and chart.noted.note.value == ""
+    assert chart.figure.fig_margin["right"] >= 50  # room for the "100%" tick label
+    for step in (150, 200, 250):  # a test accuracy measured late
+        history.append("test_accuracy", step, 0.5)
+    chart.update(history)
+    ticks = chart.x_axis.tick_values  # the steps of every series, not only the last one's
+    assert ticks[0] == 0 and ticks[-1] >= 200
+
+
+def test_loss_chart_of_an_own_loop_has_no_accuracy_axis_and_a_linear_axis_for_negatives():
+    history = History(LAYERS)
+    for step in range(50):
+        history.append("loss", step, 1.0 - step / 10)  # a loss that goes negative
+    chart = LossChart()
+    chart.update(history)
+    assert chart.acc_axis not in chart.figure.axes  # no axis without data
+    scale = chart.loss_axis.scale
+    assert isinstance(scale, bq.LinearScale) and chart.lines["loss"].scales["y"] is scale
+    assert -3.9 > scale.min > -4.1 - 0.2 and chart.loss_axis.axis.scale is scale
+    ticks = np.asarray(chart.loss_axis.axis.tick_values)
+    assert np.all(ticks == np.round(ticks)) and np.all(ticks >= -3.9)
+
+
+def test_a_loss_chart_with_no_loss_says_why() -> None:
+    history = History(LAYERS)
+    history.append("grad_norm", 0, [1.0, 1.0, 1.0])
+    chart = LossChart()
+    chart.update(history)
+    assert "panel.capture(loss)" in chart.noted.note.value
+    assert "gw-empty-note" in chart.noted.note._dom_classes
+
+
+def test_one_spike_does_not_squeeze_the_runs_together() -> None:
+    steps = np.arange(200)
+    baseline = np.full(200, 2.3)
+    fixed = 0.06 + 2.24 * np.exp(-steps / 20)
+    spiky = fixed.copy()
+    spiky[:3] = 20.0  # the residual run's first steps
+    axis = loss_range([baseline, fixed, spiky])
+    apart = axis.fraction(np.array([2.3]))[0] - axis.fraction(np.array([fixed[-1]]))[0]
+    assert axis.log and apart > 0.5  # linear: 0.11 of the height
+    assert axis.low <= 0.06 and axis.low > 0.05 and axis.high >= 20
+    assert list(axis.ticks) == [0.1, 1.0, 10.0]
+    narrow = loss_range([np.array([3.5, 8.8])])  # under a decade: round steps, not one tick
+    assert narrow.log and list(narrow.ticks) == [4.0, 6.0, 8.0]
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.0, 1.0), (-1.3, 21.7), (0.06, 0.0601), (3, 3000)])
+def test_nice_ticks_are_round_and_inside(low, high) -> None:
+    ticks = nice_ticks(low, high)
+    assert 2 <= len(ticks) <= 6 and ticks[0] >= low and ticks[-1] <= high + 1e-12
+    steps = np.diff(ticks)
+    mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
+    assert np.allclose(steps, steps[0]) and round(mantissa, 6) in (1.0, 2.0, 5.0)
+
+
+def test_dodged_labels_keep_their_gap_and_stay_inside() -> None:
+    placed = dodge(np.array([0.5, 0.51, 0.99, 0.98, 0.1]), gap=0.08)
+    ordered = np.sort(placed)
+    assert np.all(np.diff(ordered) >= 0.08 - 1e-12) and placed.min() >= 0 and placed.max() <= 1
+    assert placed[4] == 0.1  # a label with room stays at its value
+    np.testing.assert_array_equal(dodge(np.array([0.2, 0.7]), 0.1), [0.2, 0.7])
 
 
 def test_activity_chart_shows_the_latest_dead_and_saturated_fractions() -> None:
@@ -345,27 +418,75 @@ def test_diagnosis_box_says_healthy_or_lists_findings_with_numbers() -> None:
         assert text in box.value
 
 
-def test_table_html_shows_every_row_and_marks_missing_numbers() -> None:
-    rows = [
-        RunSummary("baseline", "", 1.23456, 0.5, 1e-4, None, 2.0),
-        RunSummary("<ReLU>", "relu", math.nan, math.nan, 0.5, 40, 1.0),
-    ]
-    table = to_html(rows)
-    assert table.count("<tr>") == 3  # header + 2 rows
-    for cell in ("<td>baseline</td>", "<td>1.23</td>", "<td>0.0001</td>", "<td>40</td>"):
-        assert cell in table
-    assert "&lt;ReLU&gt;" in table and table.count("<td>–</td>") == 3
+ROWS = [
+    RunSummary("baseline", "", 2.30258, 0.1, 6.12e-08, None, 2.04),
+    RunSummary("<ReLU>", "relu", 0.0614, 0.9712, 0.0614, 1240, 1.0),
+    RunSummary("lost", "relu, he_init", math.nan, math.nan, math.nan, 40, 12.345),
+]
 
 
-def test_compare_view_shares_scales_and_removes_runs() -> None:
+def test_the_table_reads_in_words_and_formats_numbers_for_their_meaning() -> None:
+    table = format_rows(ROWS)
+    assert table.headers == (
+        "run", "fixes", "final loss", "accuracy", "first/last gradient ratio",
+        "steps to target", "seconds",
+    )  # fmt: skip
+    assert not any("_" in h for h in table.headers)
+    assert table.cells[0] == (
+        "baseline",
+        "none",
+        "2.3",
+        "10.0%",
+        "6.1 × 10⁻⁸",
+        "not reached",
+        "2.0",
+    )
+    assert table.cells[1][2:6] == ("0.0614", "97.1%", "6.1 × 10⁻²", "1,240")
+    assert table.cells[2][2:5] == ("–", "–", "–") and table.cells[2][6] == "12.3"
+    assert table.cells[2][1] == "ReLU, He init"  # the fixes by their labels
+    assert table.numeric == (False, False, True, True, True, True, True)
+    assert power_of_ten(9.96e-3) == "1.0 × 10⁻²" and power_of_ten(1.26) == "1.3"
+
+
+def test_table_html_has_every_row_a_colour_chip_and_right_aligned_numbers() -> None:
+    html_table = to_html(ROWS, {"baseline": "#1f77b4"})
+    assert html_table.count("<tr>") == 4  # header + 3 rows
+    assert "&lt;ReLU&gt;" in html_table and "background:#1f77b4" in html_table
+    assert html_table.count('class="gw-chip"') == 1  # only the runs given a colour
+    assert html_table.count('class="gw-num"') == 5 * 4  # 5 number columns, 4 rows
+    assert "<td>&lt;ReLU&gt;</td>" in html_table and '<th class="gw-num">seconds</th>' in html_table
+    assert "97.1%" in html_table and "training settings" not in html_table
+    with_training = to_html([*ROWS, RunSummary("lr", "lower_lr", 1.0, 0.5, 1.0, 3, 1.0, "lr x0.1")])
+    assert "training settings" in with_training and "lr x0.1" in with_training
+
+
+def test_comparison_frame_keeps_its_columns_and_shows_the_table_in_words() -> None:
+    import pandas as pd
+
+    from gradwidget.session.summary import COLUMNS
+    from gradwidget.view._frame import Comparison
+
+    df = Comparison.of(ROWS)
+    assert isinstance(df, pd.DataFrame) and tuple(df.columns) == COLUMNS
+    assert df["final_loss"].iloc[1] == pytest.approx(0.0614)
+    shown = df._repr_html_()
+    assert "first/last gradient ratio" in shown and "97.1%" in shown and "not reached" in shown
+    assert type(df[["run"]]) is pd.DataFrame  # a slice is a plain frame
+    assert "final_loss" in df[["run", "final_loss"]]._repr_html_()
+
+
+def test_compare_view_shares_scales_labels_final_losses_and_removes_runs() -> None:
     removed: list[str] = []
     view = CompareView(removed.append)
+    # shown before any data: every scale has a domain (else bqplot's view fails to build)
+    assert view.scales[1].min > 0 and view.loss_scales["x"].max is not None
     low, high = filled(seed=1), filled(seed=2)
     for step in range(300):  # a second run whose gradients are 1000x smaller
         high.append("grad_norm", 300 + step, np.full(3, 1e-6))
+        high.append("loss", 300 + step, 2.3)
     view.add_run("a")
     view.add_run("b")
-    view.update({"a": low, "b": high}, [])
+    view.update({"a": low, "b": high}, ROWS[:2])
     a, b = view.cells["a"].chart, view.cells["b"].chart
     assert a.x_scale is b.x_scale and a.y_scale is b.y_scale
     both = np.concatenate([a.lines.y.ravel(), b.lines.y.ravel()])
@@ -373,12 +494,18 @@ def test_compare_view_shares_scales_and_removes_runs() -> None:
     smallest, largest = float(both.min()), float(both.max())
     assert smallest / 10 < view.scales[1].min <= smallest * (1 + 1e-6)
     assert largest * (1 - 1e-6) <= view.scales[1].max < largest * 10
-    assert len(view.loss_figure.marks) == 2
+    assert len(view.loss_lines) == 2 and view.finals in view.loss_figure.marks
+    assert list(view.finals.text) == [f"{low.loss[-1]:.3g}", "2.3"]
+    first = min(float(line.x[0]) for line in view.loss_lines.values())
+    assert (view.loss_scales["x"].min, view.loss_scales["x"].max) == (first, 599)
+    assert list(view.finals.colors) == [view.styles["a"][0], view.styles["b"][0]]
+    assert "gw-loss-overlay" in view.loss_figure._dom_classes
+    assert view.table.value.count('class="gw-chip"') == 0  # rows are named baseline and <ReLU>
     view.cells["b"].remove_button.click()
     assert removed == ["b"]
     view.update({"a": low}, [])
-    assert list(view.cells) == ["a"] and len(view.loss_figure.marks) == 1
-    assert len(view.grid.children) == 1
+    assert list(view.cells) == ["a"] and list(view.loss_lines) == ["a"]
+    assert len(view.grid.children) == 1 and len(view.loss_figure.marks) == 2
 
 
 def test_close_tree_closes_figures_marks_and_scales() -> None:
@@ -432,3 +559,71 @@ def test_with_the_model_the_flow_chart_tells_norm_layers_apart_and_names_them_in
     assert list(chart.norms.x) == ["1"] and list(chart.points.x) == ["0", "2"]
     assert list(chart.points.names) == ["0 · Linear · 40 parameters", "2 · Linear · 18 parameters"]
     assert list(chart.norms.names) == ["1 · BatchNorm1d · 16 parameters"]
+
+
+def test_an_activity_chart_with_no_bar_says_why() -> None:
+    chart = ActivityChart(LAYERS)
+    assert "act_every" in chart.noted.note.value  # nothing sampled yet
+    history = History(LAYERS)
+    history.append("dead_frac", 0, [0.0, 0.0, 0.0])
+    history.append("saturated_frac", 0, [np.nan] * 3)  # no sigmoid or tanh anywhere
+    chart.update(history)
+    assert "nothing can saturate" in chart.noted.note.value
+    assert chart.noted.note.layout.display == ""
+    history.append("dead_frac", 1, [0.0, 0.3, 0.0])
+    history.append("saturated_frac", 1, [np.nan] * 3)
+    chart.update(history)
+    assert chart.noted.note.value == "" and chart.noted.note.layout.display == "none"
+    assert activity_note(np.zeros(3), np.zeros(3)) == (
+        "No dead or saturated units at the latest sampled step."
+    )
+
+
+def ratios_history(layers: tuple[str, ...], steps: int = 40) -> tuple[History, np.ndarray]:
+    """Update ratios of known weights and updates: (history, (steps, layers) update norms)."""
+    rng = np.random.default_rng(9)
+    history = History(layers)
+    weights = rng.uniform(1, 3, (steps, len(layers)))
+    moved = weights * 10.0 ** rng.uniform(-5, -2, (steps, len(layers)))
+    for step in range(steps):
+        history.append("weight_norm", step * 10, weights[step])
+        history.append("update_ratio", step * 10, moved[step] / weights[step])
+    return history, moved
+
+
+def test_update_chart_draws_each_blocks_update_over_weight_with_the_guide() -> None:
+    history = transformer(blocks=3)
+    layers = history.layers
+    ratios, moved = ratios_history(layers)
+    chart = UpdateChart(layers, max_points=1000)
+    assert "No update ratios yet" in chart.noted.note.value
+    ticks = chart.figure.axes[1].tick_values  # shown before data: decades, not 1..9 crowded
+    assert ticks is not None and np.allclose(np.log10(ticks), np.round(np.log10(ticks)))
+    chart.update(ratios)
+    assert "gw-update-chart" in chart.figure._dom_classes and chart.noted.note.value == ""
+    assert chart.columns.labels == ("wte", "h.0", "h.1", "h.2", "ln_f")
+    # the oracle: ‖Δθ‖/‖θ‖ over all parameters of block h.1 (layers 4, 5, 6)
+    weights = ratios.weight_norm[:, 4:7].astype(np.float64)
+    expected = np.sqrt((moved[:, 4:7] ** 2).sum(1)) / np.sqrt((weights**2).sum(1))
+    np.testing.assert_allclose(chart.lines.y[2], expected, rtol=1e-4)
+    assert list(chart.guide.y) == [GUIDE, GUIDE]
+    assert chart.y_scale.min <= GUIDE <= chart.y_scale.max
+    assert chart.lines.labels[0].startswith("wte: update/weight ")
+    # without weight norms: exact for single layers
+    only = History(layers)
+    for step in range(5):
+        only.append("update_ratio", step, ratios.update_ratio[step])
+    single = block_ratios(chart.columns, only.update_ratio, None)
+    np.testing.assert_allclose(single[:, 0], only.update_ratio[:, 0], rtol=1e-6)
+
+
+def test_the_dashboard_shows_the_update_chart() -> None:
+    from gradwidget.view.dashboard import Dashboard
+
+    history, _ = ratios_history(LAYERS)
+    for step in range(40):
+        history.append("grad_norm", step * 10, [1.0, 1.0, 1.0])
+    board = Dashboard(LAYERS, (1e-3, 70.0))
+    board.update(history, force=True)
+    assert board.updates.widget in board.children and len(board.updates.lines.x) > 1
+    close_tree(board)

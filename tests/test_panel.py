@@ -61,7 +61,7 @@ def test_train_draws_the_run_history_into_the_charts(panels, data) -> None:
     dash = panel.live.dashboard
     assert dash.layers == history.layers == run.recorder.layers
     np.testing.assert_array_equal(dash.flow.profile.y, history.grad_norm[-1])
-    assert dash.grad.lines.labels == list(history.layers)
+    assert dash.grad.columns.labels == history.layers  # the lines; their tooltips in words
     assert dash.grad.lines.y.shape[0] == len(history.layers)
     assert dash.grad.lines.x[-1] == history.steps[-1]
     assert dash.loss.lines["loss"].y.max() == history.series("loss").hi.max()
@@ -129,7 +129,7 @@ def test_retrain_starts_from_the_same_weights_and_data_order(panels, data) -> No
     assert set(panel.compare.cells) == {"baseline", "ReLU"}
     scales = {id(c.chart.y_scale) for c in panel.compare.cells.values()}
     assert len(scales) == 1
-    assert "<td>ReLU</td>" in panel.compare.table.value
+    assert "</span>ReLU</td>" in panel.compare.table.value
 
 
 def test_each_fix_toggles_and_all_three_combine_from_the_initial_copy(panels, data) -> None:
@@ -446,10 +446,11 @@ def test_comparison_stays_legible_with_nine_runs() -> None:
     assert len(set(styles)) == 9 and len({run_style(i) for i in range(40)}) == 40
     assert not any(line.display_legend for line in view.loss_lines.values())  # it would cover them
     for name, (colour, _) in view.styles.items():  # the table is the legend
-        assert f'<td><span style="color:{colour}">■</span></td><td>{name}</td>' in view.table.value
+        assert f'<span class="gw-chip" style="background:{colour}"></span>{name}</td>' in (
+            view.table.value
+        )
     assert all(cell.layout.width == "24%" for cell in view.cells.values())  # four to a row
     view.update({n: history for n in names[:3]}, rows[:3])
-    assert all(line.display_legend for line in view.loss_lines.values())
     assert all(cell.layout.width == "32%" for cell in view.cells.values())
 
 

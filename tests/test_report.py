@@ -81,7 +81,8 @@ def test_the_written_summary_has_each_runs_diagnosis_the_comparison_and_settings
             assert html.escape(finding.title) in page and html.escape(finding.message) in page
     assert any(gw.diagnose(panel.runs[0].run.history))  # the baseline's finding is shown
     for row in panel.comparison().itertuples():
-        assert f"<td>{html.escape(row.run)}</td>" in page
+        assert f"</span>{html.escape(row.run)}</td>" in page  # after its colour chip
+    assert "first/last gradient ratio" in page
     assert f"<th>steps</th><td>{STEPS}</td>" in page
     assert "<th>optimizer</th><td>sgd</td>" in page
 

@@ -16,6 +16,7 @@ from matplotlib.image import imread
 from matplotlib.text import Text
 
 import gradwidget as gw
+from gradwidget.session.summary import summarize_history
 from gradwidget.view import snapshot
 from gradwidget.view._data import depth_colors
 
@@ -123,3 +124,29 @@ def test_a_long_diagnosis_is_cut_to_fit_under_the_charts(panel, drawn) -> None:
     diagnosis = figure.axes[-1].texts[0].get_text().splitlines()
     assert len(diagnosis) == snapshot._TEXT_LINES
     assert diagnosis[-1].startswith("… ") and "more lines" in diagnosis[-1]
+
+
+def test_titles_fit_their_charts_and_the_table_reads_as_in_the_panel(panel) -> None:
+    long = {"baseline": panel.runs[0].run.history}
+    for i, name in enumerate(("BatchNorm + ReLU + He init", "ReLU", "He init", "BatchNorm")):
+        long[f"{name} ({i})"] = panel.runs[-1].run.history
+    findings = {name: () for name in long}
+    table_rows = [summarize_history(name, (), h, 1.0, 1.0) for name, h in long.items()]
+    figure = snapshot.draw(long, findings, gw.Thresholds(), table_rows)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    top = figure.axes[:4]
+    assert top[0].get_title() == "baseline"  # the reference run keeps its chart
+    for ax in top:
+        title, box = ax.title.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert title.width <= box.width + 2, ax.get_title()
+        assert "…" not in ax.get_title() and "BatchNo" not in ax.get_title().replace(
+            "BatchNorm", ""
+        )
+    cells = figure.axes[-2].tables[0].get_celld().values()
+    texts = {cell.get_text().get_text() for cell in cells}
+    assert {"final loss", "first/last gradient ratio", "steps to target"} <= texts
+    loss_ax = figure.axes[4]
+    finals = [t.get_text() for t in loss_ax.texts]
+    assert f"{long['baseline'].loss_curve().last[-1, 0]:.3g}" in finals

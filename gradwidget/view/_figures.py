@@ -85,5 +85,10 @@ def log_axis(scale: bq.LogScale) -> bq.Axis:
 
 def key_html(items: Sequence[tuple[str, str]], glyph: str = "━", sep: str = " ") -> str:
     """A one-line colour key of (name, colour) items, shown beside a figure, not on its data."""
-    parts = [f'<span style="color:{c}">{glyph}</span> {html.escape(n)}' for n, c in items]
+    # One item never breaks across lines; the key wraps between items.
+    parts = [
+        f'<span style="white-space:nowrap"><span style="color:{c}">{glyph}</span> '
+        f"{html.escape(n)}</span>"
+        for n, c in items
+    ]
     return f'<span style="font-size:12px">{sep.join(parts)}</span>'

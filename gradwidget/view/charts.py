@@ -20,7 +20,7 @@ from ipywidgets import Layout
 
 from ..diagnose.structure import layer_groups
 from ..history import History
-from ._data import depth_colors, positive, spread_band, typical
+from ._data import FLOOR, depth_colors, positive, spread_band, typical
 from ._depth import OVERVIEW, Columns, choices, depth_columns, select
 from ._figures import figure, key_html, log_axis, set_log_domain, step_axis, step_labels
 from ._tick_labels import depth_axis
@@ -82,18 +82,23 @@ class GradChart:
             fill_colors=[_SPREAD], fill_opacities=[0.2], colors=[_SPREAD, _SPREAD],
             opacities=[0.5, 0.5], stroke_width=0.5, labels=["spread of all layers"],
         )  # fmt: skip
+        # The tooltip is the line's label, rewritten at each update in words (bqplot's line
+        # tooltips know the line, not the point under the mouse).
         self.lines = bq.Lines(
             x=empty, y=empty, scales=scales, stroke_width=1.5,
-            tooltip=bq.Tooltip(fields=["name"]), display_legend=False,
+            tooltip=bq.Tooltip(fields=["name"], labels=[""]), display_legend=False,
         )  # fmt: skip
         self.x_axis = step_axis(self.x_scale)
         axes = [self.x_axis, log_axis(self.y_scale)]
         self.figure = figure([self.band, self.lines], axes, "gw-grad-chart", title, height)
         self.menu = w.Dropdown(layout=Layout(width="190px"))
         self.menu.add_class("gw-grad-view")
-        self.key = w.HTML(layout=Layout(flex="1 1 auto"))
+        self.key = w.HTML(layout=Layout(flex="1 1 260px"))
         self.key.add_class("gw-grad-key")
-        bar = w.HBox([self.menu, self.key], layout=Layout(align_items="center"))
+        # The key wraps under the menu when both do not fit on one line.
+        bar = w.HBox(
+            [self.menu, self.key], layout=Layout(align_items="center", flex_flow="row wrap")
+        )
         self.widget = w.VBox([bar, self.figure]) if legend else self.figure
         self.set_layers(layers)
         self.menu.observe(self._on_menu, names="value")
@@ -138,6 +143,7 @@ class GradChart:
             band = spread_band(s.steps, s.lo, s.hi, self.max_points)
             with self.lines.hold_sync(), self.band.hold_sync():
                 self.lines.x, self.lines.y = x, y
+                self.lines.labels = line_words(self.columns, y, int(s.steps[-1]))
                 self.band.x, self.band.y = x, band
             step_labels(self.x_axis, s.steps)
         if self.fits_scale:  # a chart on shared scales leaves them to their owner
@@ -145,12 +151,29 @@ class GradChart:
 
 
 def _key_html(columns: Columns, colours: list[str], n_layers: int) -> str:
-    """The gradient chart's key: its first and last line, and the band."""
+    """The gradient chart's key: every line's name in its colour, input first, and the band."""
     if not len(columns):
         return ""
-    ends = [(columns.labels[0], colours[0]), (columns.labels[-1], colours[-1])][: len(columns)]
-    lines = key_html(ends, sep=" … " if len(columns) > 2 else " ")
-    return f"{lines} {key_html([(f'all {n_layers} layers', _SPREAD)], glyph='▇')}"
+    lines = key_html(list(zip(columns.labels, colours, strict=True)), glyph="■")
+    band = key_html([(f"spread of all {n_layers} layers", _SPREAD)], glyph="▇")
+    order = '<small style="white-space:nowrap">(input → output: blue → red)</small>'
+    return f"{lines} · {band} {order}"
+
+
+def line_words(columns: Columns, y: np.ndarray, step: int) -> list[str]:
+    """A tooltip per line: which block or layer, where along depth, its latest value."""
+    n = len(columns)
+    words = []
+    for i, (label, row) in enumerate(zip(columns.labels, y, strict=True)):
+        last = float(row[-1]) if len(row) else FLOOR
+        value = f"gradient norm {last:.2e}" if last > FLOOR * 1.01 else "no gradient"
+        words.append(f"{label} ({_ordinal(i + 1)} of {n} from the input): {value} at step {step:,}")
+    return words
+
+
+def _ordinal(k: int) -> str:
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
 
 
 class FlowChart:
@@ -174,7 +197,9 @@ class FlowChart:
             stroke_width=0.5, labels=["healthy range"],
         )  # fmt: skip
         # Hovering a point names the block or layer in full (type and size with a model).
-        tooltip = bq.Tooltip(fields=["name", "y"], formats=["", ".2e"], labels=["", "‖g‖"])
+        tooltip = bq.Tooltip(
+            fields=["name", "y"], formats=["", ".2e"], labels=["", "gradient norm (latest step)"]
+        )
         self.profile = bq.Lines(x=no_x, y=no_y, scales=scales, colors=[_PROFILE])
         self.points = bq.Scatter(
             x=no_x, y=no_y, scales=scales, colors=[_PROFILE], default_size=24,

@@ -12,12 +12,13 @@ from ..history import History
 from ._tick_labels import MIN_CHART_PX
 from .charts import FlowChart, GradChart, HeatChart
 from .metrics import ActivityChart, LossChart
+from .updates import UpdateChart
 
 __all__ = ["Dashboard"]
 
 
 class Dashboard(w.GridBox):
-    """Gradient, flow, heat map, loss and activity charts of one run's layers, in a grid.
+    """Gradient, flow, heat map, loss, activity and update-ratio charts of one run, in a grid.
 
     The grid puts as many columns as fit at ``MIN_CHART_PX`` or more each (two on a
     1,400 px page), so the depth axes always have the room their thinned labels assume.
@@ -38,6 +39,7 @@ class Dashboard(w.GridBox):
         self.layers = tuple(layers)
         self.grad, self.flow = GradChart(layers), FlowChart(layers, band)
         self.heat, self.loss, self.activity = HeatChart(layers), LossChart(), ActivityChart(layers)
+        self.updates = UpdateChart(layers)
         self.flagged: tuple[str, ...] = ()
         # A Layout per box: closing one panel closes its layouts, so none may be shared.
         layout = w.Layout(
@@ -46,21 +48,24 @@ class Dashboard(w.GridBox):
             grid_gap="4px 12px",
         )
         charts = [self.grad.widget, self.flow.figure, self.heat.figure]
-        super().__init__([*charts, self.loss.widget, self.activity.widget], layout=layout)
+        more = [self.loss.widget, self.activity.widget, self.updates.widget]
+        super().__init__([*charts, *more], layout=layout)
         self.add_class("gw-dashboard")
 
     def set_layers(self, layers: Sequence[str], model: Any = None) -> None:
         """Show another run's layers in every chart, with nothing drawn yet."""
         self.layers, self.flagged = tuple(layers), ()
-        for chart in (self.grad, self.flow, self.heat, self.activity):
+        for chart in (self.grad, self.flow, self.heat, self.activity, self.updates):
             chart.set_layers(layers, model)
 
     def update(self, history: History, force: bool = False) -> None:
-        """Redraw from ``history``; the heat map only if due or ``force``."""
+        """Redraw from ``history``; the heat map and the update ratios only if due or
+        ``force``."""
         self.grad.update(history)
         self.flow.update(history, self.flagged)
         self.loss.update(history)
         self.activity.update(history)
+        self.updates.update(history, force)
         self.heat.update(history, force)
 
     def flag(self, findings: Sequence[Finding]) -> None:

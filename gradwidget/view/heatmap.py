@@ -40,7 +40,11 @@ class HeatChart:
             scales={"row": self.row_scale, "column": column_scale, "color": self.color_scale},
             stroke=None,
             null_color="#9e9e9e",
-        )
+            tooltip=bq.Tooltip(
+                fields=["row", "column", "color"], formats=["", ",.0f", ".1f"],
+                labels=["where", "from step", "log10 gradient norm"],
+            ),
+        )  # fmt: skip
         self.row_axis = bq.Axis(scale=self.row_scale, side="left")
         self.step_axis = step_axis(column_scale)
         # The colour range goes into the title: bqplot squeezes a colour bar beside the map

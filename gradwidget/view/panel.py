@@ -300,9 +300,12 @@ class GradPanel(w.VBox):
         """One row per run: a DataFrame of :class:`gradwidget.session.summary.RunSummary` fields.
 
         ``steps_to_threshold`` counts steps until the loss reaches ``loss_threshold``, the
-        same bar for every run (default: half the first run's first loss).
+        same bar for every run (default: half the first run's first loss). A notebook shows
+        it as the panel's table, in words.
         """
-        return self.session.comparison(loss_threshold)
+        from ._frame import Comparison  # pandas only when asked for
+
+        return Comparison.of(self.session.summaries(loss_threshold))
 
     def export(self, path: Any) -> list[Any]:
         """Write each run's history and the comparison table; the paths written.

@@ -27,8 +27,8 @@ from ..remedies import LABELS
 from ..session import Session
 from ..session._tables import versions
 from ._assets import Script, font_faces, packed, page_scripts, unpacker
-from .compare import to_html
 from .diagnosis_box import render
+from .table import to_html
 
 __all__ = ["default_name", "export_button", "export_html"]
 
@@ -77,7 +77,9 @@ def export_html(session: Session, view: w.Widget, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = _static_state(dependency_state(view, drop_defaults=False))
     data = embed_data(views=[view], state=state)
-    body = _summary(session) + _widget_view(data["view_specs"][0])
+    compare = getattr(view, "compare", None)  # the chips: each run's colour in the panel
+    colours = {name: c for name, (c, _) in compare.styles.items()} if compare else {}
+    body = _summary(session, colours) + _widget_view(data["view_specs"][0])
     path.write_text(_page(body, data["manager_state"]), encoding="utf-8")
     return path
 
@@ -108,8 +110,9 @@ def _static_state(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _summary(session: Session) -> str:
-    """The written part: title, each run's diagnosis, the comparison and the settings."""
+def _summary(session: Session, colours: Mapping[str, str]) -> str:
+    """The written part: title, each run's diagnosis, the comparison (a chip of each run's
+    ``colours`` entry) and the settings."""
     made = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     what = type(session.model).__name__ if session.model is not None else "followed logs"
     histories = session.histories()
@@ -126,7 +129,7 @@ def _summary(session: Session) -> str:
         parts.append(f'<div class="gw-run-findings">{render(findings, LABELS)}</div>')
     if session.runs or len(histories) > 1:
         parts.append("<h2>Comparison</h2>")
-        parts.append(to_html(session.summaries()))
+        parts.append(to_html(session.summaries(), colours))
     parts.append("<h2>Run settings</h2>")
     parts.append(_table(session.settings_rows()))
     parts.append("<h2>The panel</h2>")

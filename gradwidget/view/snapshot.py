@@ -23,15 +23,20 @@ from ..diagnose.rules import Finding, Thresholds, diagnose
 from ..errors import GradWidgetError
 from ..history import History
 from ..session import Session
+from ..session.summary import RunSummary
 from ._data import decimate_minmax, depth_colors, positive
+from ._ranges import dodge, loss_range
+from .compare import run_style
+from .table import format_rows
 
 __all__ = ["Snapshot", "draw", "take"]
 
-_MAX_RUN_CHARTS = 4  # the newest runs get a gradient chart each; all are in the other charts
+_MAX_RUN_CHARTS = 4  # the first run and the newest get a gradient chart each; all are elsewhere
 _POINTS = 600  # per line: plenty for a 12-inch figure, and spikes survive (min/max)
 _TEXT_WIDTH = 160  # characters per line of the diagnosis text
 _LINES_PER_FINDING = 3  # the cause in short; the report and the panel give the whole message
 _TEXT_LINES = 14  # what fits under the charts at 8.5 pt
+_TITLE_CHARS = 26  # a top-row title wider than its chart is wrapped, never cut
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,21 @@ class Snapshot:
 
 
 def take(session: Session, dpi: int = 100) -> Snapshot:
-    """Draw ``session``'s runs (its own loop, its logs) as a PNG of 12 x 9 inches at ``dpi``."""
-    return picture(session.histories(), session.thresholds, dpi)
+    """Draw ``session``'s runs (its own loop, its logs) as a PNG of 12 x 9 inches at ``dpi``,
+    with the comparison table when there are two runs or more."""
+    histories = session.histories()
+    rows = session.summaries() if len(histories) > 1 else []
+    return picture(histories, session.thresholds, dpi, rows)
 
 
-def picture(histories: Mapping[str, History], thresholds: Thresholds, dpi: int = 100) -> Snapshot:
-    """Draw ``histories`` (run name -> History) and their diagnosis as a PNG at ``dpi``."""
+def picture(
+    histories: Mapping[str, History],
+    thresholds: Thresholds,
+    dpi: int = 100,
+    rows: Sequence[RunSummary] = (),
+) -> Snapshot:
+    """Draw ``histories`` (run name -> History), their diagnosis and the comparison ``rows``
+    (none: no table) as a PNG at ``dpi``."""
     if not dpi > 0:
         raise GradWidgetError(f"dpi must be a positive number of dots per inch, got {dpi!r}.")
     histories = {k: h for k, h in histories.items() if len(h)}
@@ -76,7 +90,7 @@ def picture(histories: Mapping[str, History], thresholds: Thresholds, dpi: int =
             "then take the snapshot."
         )
     findings = {name: diagnose(h, thresholds) for name, h in histories.items()}
-    figure = draw(histories, findings, thresholds)
+    figure = draw(histories, findings, thresholds, rows)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     width, height = (round(v) for v in figure.get_size_inches() * dpi)
@@ -87,8 +101,10 @@ def draw(
     histories: Mapping[str, History],
     findings: Mapping[str, Sequence[Finding]],
     thresholds: Thresholds,
+    rows: Sequence[RunSummary] = (),
 ) -> Any:
-    """A matplotlib ``Figure``: gradient norms per run, loss, gradient flow and the diagnosis.
+    """A matplotlib ``Figure``: gradient norms per run, loss, gradient flow, the comparison
+    table and the diagnosis.
 
     Parameters
     ----------
@@ -98,21 +114,28 @@ def draw(
         Each run's diagnosis.
     thresholds : Thresholds
         Its ``window`` sets how many recent samples the gradient flow chart takes the median of.
+    rows : sequence of RunSummary
+        The comparison table's rows, formatted as in the panel; none: no table.
     """
     figure_class = _matplotlib_figure()
     fig = figure_class(figsize=(12, 9), layout="constrained")
-    rows = fig.add_gridspec(3, 1, height_ratios=[3, 3, 2])
-    shown = list(histories)[-_MAX_RUN_CHARTS:]
-    top = rows[0].subgridspec(1, len(shown))
+    colours = {name: run_style(i)[0] for i, name in enumerate(histories)}
+    heights = [3, 3, 0.35 + 0.22 * len(rows), 2] if rows else [3, 3, 2]
+    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights)
+    names = list(histories)
+    shown = names if len(names) <= _MAX_RUN_CHARTS else [names[0], *names[1 - _MAX_RUN_CHARTS :]]
+    top = grid[0].subgridspec(1, len(shown))
     first = None
     for i, name in enumerate(shown):
         ax = fig.add_subplot(top[0, i], sharey=first)
         first = first or ax
-        _gradients(ax, name, histories[name])
-    middle = rows[1].subgridspec(1, 2)
-    _losses(fig.add_subplot(middle[0, 0]), histories)
-    _flow(fig.add_subplot(middle[0, 1]), histories, thresholds.window)
-    _diagnosis(fig.add_subplot(rows[2]), findings)
+        _gradients(ax, name, histories[name], colours[name], label_y=i == 0)
+    middle = grid[1].subgridspec(1, 2)
+    _losses(fig.add_subplot(middle[0, 0]), histories, colours)
+    _flow(fig.add_subplot(middle[0, 1]), histories, thresholds.window, colours)
+    if rows:
+        _table(fig.add_subplot(grid[2]), rows, colours)
+    _diagnosis(fig.add_subplot(grid[-1]), findings)
     return fig
 
 
@@ -127,40 +150,81 @@ def _matplotlib_figure() -> Any:
     return Figure
 
 
-def _gradients(ax: Any, name: str, history: History) -> None:
+def _gradients(ax: Any, name: str, history: History, colour: str, label_y: bool) -> None:
     s = history.series("grad_norm")
     x, y = decimate_minmax(s.steps, s.lo, s.hi, _POINTS)
-    for layer, values, colour in zip(history.layers, y, depth_colors(len(y)), strict=True):
-        ax.plot(x, positive(values), color=colour, linewidth=1.2, label=layer)
-    ax.set(yscale="log", xlabel="step", title=f"Gradient norm per layer: {name}")
+    for layer, values, line in zip(history.layers, y, depth_colors(len(y)), strict=True):
+        ax.plot(x, positive(values), color=line, linewidth=1.2, label=layer)
+    ax.set(yscale="log", xlabel="step")
+    ax.set_title(textwrap.fill(name, _TITLE_CHARS), color=colour, fontsize=10, fontweight="bold")
     ax.grid(alpha=0.3)
-    ax.set_ylabel("‖grad‖ (input layer dark, output light)", fontsize=8)
+    if label_y:
+        ax.set_ylabel("gradient norm per layer\n(input blue → output red)", fontsize=8)
 
 
-def _losses(ax: Any, histories: Mapping[str, History]) -> None:
+def _losses(ax: Any, histories: Mapping[str, History], colours: Mapping[str, str]) -> None:
+    finals, curves = {}, []
     for name, history in histories.items():
         s = history.loss_curve()
         if len(s):
             x, y = decimate_minmax(s.steps, s.lo, s.hi, _POINTS)
-            ax.plot(x, y[0], linewidth=1.5, label=name)
-    ax.set(xlabel="step", ylabel="loss", title="Loss of each run")
+            ax.plot(x, y[0], linewidth=1.5, label=name, color=colours[name])
+            finals[name], curves = float(s.last[-1, 0]), [*curves, y[0]]
+    axis = loss_range(curves)
+    ax.set_yscale("log" if axis.log else "linear")
+    ax.set_ylim(axis.low, axis.high)
+    ax.set_yticks(axis.ticks, [f"{t:g}" for t in axis.ticks])
+    ax.minorticks_off()
+    ends = np.array(list(finals.values()), np.float64)
+    shown = np.isfinite(ends)
+    heights = axis.value(dodge(axis.fraction(ends[shown]), 0.06))
+    names = [n for n, ok in zip(finals, shown, strict=True) if ok]
+    for name, height, value in zip(names, heights, ends[shown], strict=True):
+        ax.text(  # x in axes fractions, y in data: just right of the plot
+            1.01, height, f"{value:.3g}", transform=ax.get_yaxis_transform(),
+            color=colours[name], fontsize=8, fontweight="bold", va="center",
+        )  # fmt: skip
+    ax.set(xlabel="step", ylabel="loss", title="Loss of each run (final value at the right)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
 
-def _flow(ax: Any, histories: Mapping[str, History], window: int) -> None:
+def _flow(
+    ax: Any, histories: Mapping[str, History], window: int, colours: Mapping[str, str]
+) -> None:
     # x is the relative depth: a fix that adds layers (BatchNorm) still spans input to output.
     for name, history in histories.items():
         recent = history.grad_norm[-window:]
         with np.errstate(all="ignore"):  # an all-NaN layer ("no gradient") is just not drawn
             medians = np.nanmedian(np.where(np.isfinite(recent), recent, np.nan), axis=0)
         depth = np.linspace(0.0, 1.0, len(medians)) if len(medians) > 1 else np.zeros(1)
-        ax.plot(depth, positive(medians), marker="o", markersize=3, linewidth=1.5, label=name)
+        ax.plot(
+            depth, positive(medians), marker="o", markersize=3, linewidth=1.5, label=name,
+            color=colours[name],
+        )  # fmt: skip
     ax.set_xticks([0.0, 1.0], ["input layer", "output layer"])
-    ax.set(yscale="log", xlabel="depth", ylabel="median ‖grad‖")
+    ax.set(yscale="log", xlabel="depth", ylabel="median gradient norm")
     ax.set_title(f"Gradient flow: median of the last {window} samples per layer")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def _table(ax: Any, rows: Sequence[RunSummary], colours: Mapping[str, str]) -> None:
+    """The comparison table as the panel shows it, each run's name in its colour."""
+    ax.axis("off")
+    table = format_rows(rows)
+    drawn = ax.table(cellText=[list(r) for r in table.cells], colLabels=list(table.headers),
+                     loc="upper left", cellLoc="left", edges="horizontal")  # fmt: skip
+    drawn.auto_set_font_size(False)
+    drawn.set_fontsize(9)
+    for (row, column), cell in drawn.get_celld().items():
+        cell.set_text_props(ha="right" if table.numeric[column] else "left")
+        cell.set_edgecolor("#cccccc")
+        if row == 0:
+            cell.set_text_props(fontweight="bold")
+        elif column == 0:
+            cell.set_text_props(color=colours.get(table.runs[row - 1], "black"), fontweight="bold")
+    drawn.auto_set_column_width(list(range(len(table.headers))))
 
 
 def _diagnosis(ax: Any, findings: Mapping[str, Sequence[Finding]]) -> None:
