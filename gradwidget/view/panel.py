@@ -406,6 +406,7 @@ class GradPanel(w.VBox):
         self.session.close()
         self._refresher.stop()
         close_tree(self)
+        close_tree(self.live.dashboard)  # built before the first draw, not yet in the tree
 
 
 def watch(model: nn.Module, **options: Any) -> GradPanel:
