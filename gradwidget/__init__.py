@@ -42,6 +42,7 @@ __all__ = [
     "apply_remedies",
     "datasets",
     "diagnose",
+    "explore",
     "grouped_history",
     "layer_groups",
     "models",
@@ -52,7 +53,7 @@ __all__ = [
     "watch",
 ]
 
-_VIEW_NAMES = frozenset({"GradPanel", "watch"})
+_VIEW_NAMES = frozenset({"GradPanel", "explore", "watch"})
 
 
 def __getattr__(name: str) -> Any:

@@ -161,3 +161,85 @@ def test_same_setting_same_profile_and_weights() -> None:
 def test_bad_settings_say_what_to_choose(changes: dict) -> None:
     with pytest.raises(ValueError, match=r"depth|choose|weight_scale|width"):
         ChainSetting(**changes)
+
+
+# -- the widget, without a browser (ipywidgets' dummy comm) -------------------------------
+
+
+@pytest.fixture
+def explorer():
+    import gradwidget as gw
+
+    view = gw.explore(depth=12, activation="sigmoid")
+    yield view
+    view.close()
+
+
+def test_explore_shows_the_controls_and_the_profile_of_its_arguments(explorer) -> None:
+    assert "gw-explorer" in explorer._dom_classes
+    names = ["depth", "activation", "init", "weight_scale", "norm", "residual", "width"]
+    assert list(explorer.controls) == names
+    assert explorer.controls["depth"].value == 12
+    expected = chain_profile(depth=12)
+    np.testing.assert_allclose(explorer.profile.grad_norms, expected.grad_norms)
+    assert explorer.profile.sentence in explorer.sentence.value
+    np.testing.assert_allclose(explorer.charts.grad.y, expected.grad_norms)
+
+
+def test_changing_controls_updates_the_profile_and_the_charts(explorer) -> None:
+    explorer.controls["depth"].value = 30
+    explorer.controls["activation"].value = "relu"
+    explorer.controls["init"].value = "he"
+    assert explorer.wait()
+    assert explorer.profile.setting == ChainSetting(depth=30, activation="relu", init="he")
+    assert 1 / 20 < explorer.profile.ratio < 20
+    assert len(explorer.charts.grad.y) == 30 and explorer.charts.x_scale.max == 30
+    np.testing.assert_allclose(explorer.charts.predicted.y, explorer.profile.predicted)
+    np.testing.assert_allclose(explorer.charts.slope.y, explorer.profile.local_derivatives)
+    assert "30 relu layers" in explorer.sentence.value
+    explorer.controls["residual"].value = True
+    explorer.controls["norm"].value = "layernorm"
+    explorer.controls["weight_scale"].value = 0.5
+    explorer.controls["width"].value = 32
+    assert explorer.wait()
+    expected = ChainSetting(30, "relu", "he", 0.5, "layernorm", True, 32)
+    assert explorer.profile.setting == expected
+
+
+def test_a_slider_drag_draws_its_last_value_without_drawing_every_one(explorer, monkeypatch):
+    drawn: list[int] = []
+    draw = explorer.charts.draw
+    monkeypatch.setattr(
+        explorer.charts, "draw", lambda p, also=(): (drawn.append(p.setting.depth), draw(p, also))
+    )
+    for depth in range(13, 61):  # one drag: a value per pixel
+        explorer.controls["depth"].value = depth
+    assert explorer.wait()
+    assert drawn[-1] == 60 and explorer.profile.setting.depth == 60
+    assert len(drawn) < 48 // 2  # the values in between are skipped, not queued
+
+
+def test_train_this_opens_a_panel_on_the_same_stack(explorer) -> None:
+    from gradwidget.view import GradPanel
+
+    explorer.controls["depth"].value = 6
+    explorer.wait()
+    explorer.train_button.click()
+    panel = explorer.panel
+    assert isinstance(panel, GradPanel) and panel in explorer.children[-1].children
+    stack = build_stack(depth=6)
+    assert all(
+        torch.equal(p, q) for p, q in zip(panel.model.parameters(), stack.parameters(), strict=True)
+    )
+    assert panel.data.name == "digits"
+    explorer.train_button.click()  # a second click replaces the first panel
+    assert explorer.panel is not panel and explorer.children[-1].children == (explorer.panel,)
+
+
+def test_explore_is_a_lazy_public_name() -> None:
+    import gradwidget as gw
+
+    assert "explore" in gw.__all__
+    from gradwidget.view import explore
+
+    assert gw.explore is explore
