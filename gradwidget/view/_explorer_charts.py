@@ -6,21 +6,22 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 import bqplot as bq
+import ipywidgets as w
 import numpy as np
 from ipywidgets import Widget
 
 from ..explorer import ChainProfile
 from ._data import log_ticks
-from ._figures import figure, set_ticks
+from ._figures import figure, key_html, set_ticks
 
 __all__ = ["ChainCharts"]
 
 _MEASURED = "#3a8fd8"  # mid blue: readable on a white page and on JupyterLab's dark theme
 _PREDICTED = "#ff7f0e"
 _SLOPE = "#2ca02c"
-_CEILING = "#8c8c8c"
+_CEILING = "#d62728"
 SIGMOID_CEILING = 0.25  # sigma'(0) = 1/4, the most a sigmoid can pass on
-_SLOPE_MAX = 1.2  # GELU's slope peaks at 1.13: one fixed range lets activations be compared
+_SLOPE_TICKS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 
 
 class ChainCharts:
@@ -36,15 +37,14 @@ class ChainCharts:
         self.predicted = _line(self.x_scale, self.log_scale, _PREDICTED, "predicted")
         self.predicted.line_style = "dashed"
         self.predicted_axis = _log_axis(self.log_scale)
-        slope_scale = bq.LinearScale(min=0.0, max=_SLOPE_MAX)
+        self.slope_scale = slope_scale = bq.LinearScale(min=0.0, max=0.3)
         self.slope = _line(self.x_scale, slope_scale, _SLOPE, "mean |f'(z)|")
         self.ceiling = bq.Lines(
             x=np.array([1.0, 2.0]), y=np.full(2, SIGMOID_CEILING),
             scales={"x": self.x_scale, "y": slope_scale}, colors=[_CEILING],
-            line_style="dashed", labels=["sigmoid's ceiling 0.25"], display_legend=True,
+            line_style="dashed", stroke_width=2,
         )  # fmt: skip
-        slope_axis = bq.Axis(scale=slope_scale, side="left", tick_values=[0, 0.25, 0.5, 1.0])
-        self.predicted.display_legend = self.measured.display_legend = True
+        self.slope_axis = slope_axis = bq.Axis(scale=slope_scale, side="left")
         self.figures = [
             figure(
                 [self.grad], [_layer_axis(self.x_scale), self.grad_axis],
@@ -52,16 +52,24 @@ class ChainCharts:
             ),
             figure(
                 [self.slope, self.ceiling], [_layer_axis(self.x_scale), slope_axis],
-                "gw-explorer-slope", "Mean |f′(z)| of each layer",
+                "gw-explorer-slope", "Mean |f′(z)| per layer",
             ),
             figure(
                 [self.measured, self.predicted],
                 [_layer_axis(self.x_scale), self.predicted_axis],
-                "gw-explorer-predicted", "Product of local factors vs measured",
+                "gw-explorer-predicted", "Chain rule: predicted vs measured",
             ),
         ]  # fmt: skip
-        for fig in self.figures:
-            fig.legend_location = "top-left"
+        keys = [
+            [("gradient norm at the layer's output", _MEASURED)],
+            [("activation's slope", _SLOPE), ("sigmoid's ceiling 0.25", _CEILING)],
+            [("measured", _MEASURED), ("product of local factors", _PREDICTED)],
+        ]
+        # Keys above the figures, never over the data (bqplot's legend box covers lines).
+        self.boxes = [
+            w.VBox([w.HTML(key_html(key, sep=" &nbsp; ")), fig])
+            for key, fig in zip(keys, self.figures, strict=True)
+        ]
 
     def draw(self, profile: ChainProfile, also: tuple[Widget, ...] = ()) -> None:
         """Show ``profile``; ``also`` are widgets whose changes go in the same batch."""
@@ -69,8 +77,12 @@ class ChainCharts:
         layers = np.arange(1, depth + 1, dtype=np.float64)
         low, high = _decades(profile.grad_norms, profile.predicted)
         marks = (self.grad, self.measured, self.predicted, self.slope, self.ceiling)
+        scales = (self.x_scale, self.log_scale, self.slope_scale)
+        # A range just above the largest slope (0.3 at least): a sigmoid's slopes then sit
+        # visibly under the 0.25 line, and a ReLU's at 0.5 still fit.
+        top = max(0.3, np.ceil(11 * np.max(profile.local_derivatives, initial=0.0)) / 10)
         with ExitStack() as stack:
-            for widget in (*marks, self.x_scale, self.log_scale, *also):
+            for widget in (*marks, *scales, *also):
                 stack.enter_context(widget.hold_sync())
             self.x_scale.min, self.x_scale.max = 1.0, float(max(depth, 2))
             self.log_scale.min, self.log_scale.max = low, high
@@ -83,6 +95,8 @@ class ChainCharts:
             # The activation of layer k sits at x = k; the logits layer has none.
             self.slope.x, self.slope.y = _at_least_two(layers[:-1], profile.local_derivatives)
             self.ceiling.x = np.array([1.0, float(max(depth, 2))])
+            self.slope_scale.max = float(top)
+        set_ticks(self.slope_axis, _SLOPE_TICKS[top >= _SLOPE_TICKS])
         ticks = log_ticks(low, high)
         for axis in (self.grad_axis, self.predicted_axis):
             set_ticks(axis, ticks)

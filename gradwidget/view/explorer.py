@@ -140,15 +140,16 @@ def explore(
 
 def _controls(setting: ChainSetting) -> dict[str, w.ValueWidget]:
     sliders = {"continuous_update": True, "layout": w.Layout(width="300px")}
+    menu = {"layout": w.Layout(width="200px")}
     made = {
         "depth": w.IntSlider(setting.depth, min=1, max=MAX_DEPTH, **sliders),
-        "activation": w.Dropdown(options=list(ACTIVATIONS), value=setting.activation),
-        "init": w.Dropdown(options=list(INITS), value=setting.init),
+        "activation": w.Dropdown(options=list(ACTIVATIONS), value=setting.activation, **menu),
+        "init": w.Dropdown(options=list(INITS), value=setting.init, **menu),
         "weight_scale": w.FloatLogSlider(
             setting.weight_scale, base=10, min=-1, max=0.6, step=0.02, readout_format=".2f",
             **sliders,
         ),
-        "norm": w.Dropdown(options=list(NORMS), value=setting.norm),
+        "norm": w.Dropdown(options=list(NORMS), value=setting.norm, **menu),
         "residual": w.Checkbox(setting.residual, indent=False),
         "width": w.IntSlider(setting.width, min=8, max=256, step=8, **sliders),
     }  # fmt: skip
@@ -169,7 +170,7 @@ def _control_rows(controls: dict[str, w.ValueWidget]) -> list[w.HBox]:
 
 def _chart_grid(charts: ChainCharts) -> w.GridBox:
     columns = w.Layout(grid_template_columns="repeat(auto-fit, minmax(300px, 1fr))", width="100%")
-    return w.GridBox(charts.figures, layout=columns)
+    return w.GridBox(charts.boxes, layout=columns)
 
 
 class _Newest:
