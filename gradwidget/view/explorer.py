@@ -212,3 +212,6 @@ class _Newest:
                 self._work(item)
             finally:
                 self._last = time.monotonic()
+                with self._lock:  # drawn, and nothing newer: waiters may go on
+                    if self._pending is None:
+                        self._idle.set()
