@@ -3,12 +3,14 @@ and the profile in words. Private to :mod:`gradwidget.explorer`."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .remedies import Residual
@@ -49,52 +51,76 @@ def derivative(activation: str, z: torch.Tensor) -> torch.Tensor:
     )
 
 
-def make_blocks(setting: ChainSetting, n_in: int, n_out: int) -> list[nn.Module]:
-    """One module per layer: ``Sequential(Linear, [norm], act)`` (a ``Residual`` where on and
-    the width is kept), the last a bare ``Linear``; weights drawn from ``setting.seed``."""
+FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": F.relu,
+    "leaky_relu": F.leaky_relu,
+    "gelu": F.gelu,
+}
+
+
+def weights(
+    setting: ChainSetting, n_in: int, n_out: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(weight, bias)`` of every Linear layer, input first, drawn from ``setting.seed`` (a
+    generator of its own: the caller's random state is left alone)."""
     generator = torch.Generator().manual_seed(setting.seed)
     sizes = [n_in] + [setting.width] * (setting.depth - 1) + [n_out]
-    blocks: list[nn.Module] = []
-    for i in range(setting.depth):
-        linear = _linear(sizes[i], sizes[i + 1], setting, generator)
-        if i == setting.depth - 1:
-            blocks.append(linear)
+    return [_init(n_in, n_out, setting, generator) for n_in, n_out in itertools.pairwise(sizes)]
+
+
+def layer(
+    setting: ChainSetting, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, last: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One layer as functions (no modules: building those costs more than the pass itself):
+    its output and its activation's pre-activations ``z`` (``None`` for the logits layer)."""
+    z = F.linear(x, weight, bias)
+    if last:
+        return z, None
+    if setting.norm == "batchnorm":  # what BatchNorm1d does in training mode, fresh
+        z = F.batch_norm(z, None, None, training=True)
+    elif setting.norm == "layernorm":
+        z = F.layer_norm(z, z.shape[-1:])
+    out = FUNCTIONS[setting.activation](z)
+    skip = setting.residual and x.shape == out.shape  # a skip needs the width kept
+    return (x + out if skip else out), z
+
+
+def modules(setting: ChainSetting, n_in: int, n_out: int) -> list[nn.Module]:
+    """The same layers as modules with the same weights: ``Linear, [norm], act`` in a
+    ``Sequential`` (a ``Residual`` where a skip applies), the last a bare ``Linear``."""
+    made: list[nn.Module] = []
+    params = weights(setting, n_in, n_out)
+    for i, (weight, bias) in enumerate(params):
+        # skip_init: nn.Linear would draw weights of its own from the global RNG.
+        linear = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            linear.bias.copy_(bias)
+        if i == len(params) - 1:
+            made.append(linear)
             continue
         norm = NORMS[setting.norm]
-        parts = [linear, *([norm(sizes[i + 1])] if norm else []), ACTIVATIONS[setting.activation]()]
-        skip = setting.residual and sizes[i] == sizes[i + 1]  # a skip needs the width kept
-        blocks.append(Residual(*parts) if skip else nn.Sequential(*parts))
-    return blocks
+        parts = [linear, *([norm(len(bias))] if norm else []), ACTIVATIONS[setting.activation]()]
+        skip = setting.residual and weight.shape[0] == weight.shape[1]
+        made.append(Residual(*parts) if skip else nn.Sequential(*parts))
+    return made
 
 
-def forward(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``block(x)`` and the pre-activations ``z`` of its activation (``None`` for the logits)."""
-    if not isinstance(block, nn.Sequential):
-        return block(x), None
-    *inner, act = block
-    z = x
-    for module in inner:
-        z = module(z)
-    out = act(z)
-    return (x + out if isinstance(block, Residual) else out), z
-
-
-def _linear(n_in: int, n_out: int, setting: ChainSetting, generator: torch.Generator) -> nn.Linear:
-    # skip_init: no draw from the global RNG, so the caller's random state is left alone.
-    layer = nn.utils.skip_init(nn.Linear, n_in, n_out)
-    with torch.no_grad():
-        if setting.init == "default":  # what nn.Linear.reset_parameters does, seeded
-            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
-            bound = 1 / math.sqrt(n_in)
-            nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
-        else:
-            if setting.init == "he":
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
-            else:
-                nn.init.xavier_uniform_(layer.weight, generator=generator)
-            nn.init.zeros_(layer.bias)
-        layer.weight.mul_(setting.weight_scale)
-    return layer
+def _init(
+    n_in: int, n_out: int, setting: ChainSetting, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    weight, bias = torch.empty(n_out, n_in), torch.zeros(n_out)
+    if setting.init == "default":  # what nn.Linear.reset_parameters does, seeded
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+        bound = 1 / math.sqrt(n_in)
+        nn.init.uniform_(bias, -bound, bound, generator=generator)
+    elif setting.init == "he":
+        nn.init.kaiming_normal_(weight, nonlinearity="relu", generator=generator)
+    else:
+        nn.init.xavier_uniform_(weight, generator=generator)
+    return weight.mul_(setting.weight_scale), bias
 
 
 def sentence(setting: ChainSetting, norms: np.ndarray, below_float32: bool = False) -> str:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import datasets
-from ._chain import ACTIVATIONS, INITS, NORMS, derivative, forward, make_blocks, sentence
+from ._chain import ACTIVATIONS, INITS, NORMS, derivative, layer, modules, sentence, weights
 
 __all__ = ["ChainProfile", "ChainSetting", "build_stack", "chain_profile", "digits"]
 
@@ -100,7 +100,10 @@ class ChainProfile:
         direction ``u``, measured on that layer alone.
     predicted : numpy.ndarray
         ``(depth,)`` the last layer's measured norm times the product of the local factors
-        above each layer: the chain rule's prediction of ``grad_norms``.
+        above each layer: the chain rule's prediction of ``grad_norms``. It tracks them within
+        a factor of 2 to 4 for sigmoid, tanh, ReLU-family, normalised and residual stacks of
+        depth 30; it misses by decades where the gradient lines up with the layers' strongest
+        directions instead of a random one (GELU with He init: 400x at depth 30).
     sentence : str
         The profile in words.
     """
@@ -136,9 +139,9 @@ def chain_profile(setting: ChainSetting | None = None, **changes: Any) -> ChainP
     """
     setting = replace(setting or ChainSetting(), **changes)
     x, y = _batch(setting.batch)
-    blocks = make_blocks(setting, _IN_FEATURES, _CLASSES)
+    params = weights(setting, _IN_FEATURES, _CLASSES)
     with torch.enable_grad():
-        inputs, outputs, pre = _forward_detached(blocks, x)
+        inputs, outputs, pre = _forward_detached(setting, params, x)
         loss = F.cross_entropy(outputs[-1], y)
         norms, peak, factors = _backward(inputs, outputs, loss, setting.seed)
     with torch.no_grad():
@@ -161,21 +164,20 @@ def build_stack(setting: ChainSetting | None = None, **changes: Any) -> nn.Seque
         gives 10 logits. Ready for ``GradPanel(stack, datasets.digits())``.
     """
     setting = replace(setting or ChainSetting(), **changes)
-    modules: list[nn.Module] = []
-    for block in make_blocks(setting, _IN_FEATURES, _CLASSES):
-        is_plain = type(block) is nn.Sequential
-        modules.extend(block if is_plain else [block])
-    return nn.Sequential(*modules)
+    flat: list[nn.Module] = []
+    for block in modules(setting, _IN_FEATURES, _CLASSES):
+        flat.extend(block if type(block) is nn.Sequential else [block])
+    return nn.Sequential(*flat)
 
 
 def _forward_detached(
-    blocks: list[nn.Module], x: torch.Tensor
+    setting: ChainSetting, params: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """Run each block on a detached copy of its input, so each has a graph of its own."""
+    """Run each layer on a detached copy of its input, so each has a graph of its own."""
     inputs, outputs, pre = [], [], []
-    for block in blocks:
+    for i, (weight, bias) in enumerate(params):
         x = x.detach().requires_grad_()
-        out, z = forward(block, x)
+        out, z = layer(setting, weight, bias, x, last=i == len(params) - 1)
         inputs.append(x)
         outputs.append(out)
         if z is not None:
@@ -192,17 +194,22 @@ def _backward(
     (top block first).
 
     The gradient travels as a unit vector and its norm as a float64 beside it: a sigmoid
-    stack's gradient drops below float32's smallest number by about depth 40, and the product
-    is the lesson. A vector-Jacobian product is linear, so the scaling changes nothing else.
+    stack's gradient drops below float32's smallest normal number at depth 44 (see
+    docs/performance.md), and the product is the lesson. A vector-Jacobian product is linear,
+    so the scaling changes nothing else.
     """
     generator = torch.Generator().manual_seed(seed + 1)
+    # Each layer's gain on a random direction: one call, as the layers' graphs are apart.
+    # Random signs: the same gain in expectation as a Gaussian, and four times cheaper to draw.
+    probes = [torch.randint(0, 2, out.shape, generator=generator) * 2.0 - 1 for out in outputs[1:]]
+    probed = (
+        torch.autograd.grad(outputs[1:], inputs[1:], probes, retain_graph=True) if probes else ()
+    )
+    gains = [_norm(p) / _norm(u) for p, u in zip(probed, probes, strict=True)][::-1]
     (grad,) = torch.autograd.grad(loss, outputs[-1])
-    scale = float(torch.linalg.vector_norm(grad))
-    unit, norms, gains = grad / scale, [scale], []
+    scale = _norm(grad)
+    unit, norms = grad / scale, [scale]
     for i in range(len(outputs) - 1, 0, -1):
-        probe = torch.randn(outputs[i].shape, generator=generator)
-        (probed,) = torch.autograd.grad(outputs[i], inputs[i], probe, retain_graph=True)
-        gains.append(_norm(probed) / _norm(probe))
         (down,) = torch.autograd.grad(outputs[i], inputs[i], unit)
         step = _norm(down)
         scale *= step
