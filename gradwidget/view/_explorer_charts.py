@@ -11,7 +11,7 @@ import numpy as np
 from ipywidgets import Widget
 
 from ..explorer import ChainProfile
-from ._data import log_ticks
+from ._data import log_ticks, step_ticks
 from ._figures import figure, key_html, set_ticks
 
 __all__ = ["ChainCharts"]
@@ -44,19 +44,20 @@ class ChainCharts:
             scales={"x": self.x_scale, "y": slope_scale}, colors=[_CEILING],
             line_style="dashed", stroke_width=2,
         )  # fmt: skip
-        self.slope_axis = slope_axis = bq.Axis(scale=slope_scale, side="left")
+        self.slope_axis = slope_axis = bq.Axis(scale=slope_scale, side="left", tick_format=".2~f")
+        self.layer_axes = [_layer_axis(self.x_scale) for _ in range(3)]
         self.figures = [
             figure(
-                [self.grad], [_layer_axis(self.x_scale), self.grad_axis],
+                [self.grad], [self.layer_axes[0], self.grad_axis],
                 "gw-explorer-grad", "Gradient reaching each layer",
             ),
             figure(
-                [self.slope, self.ceiling], [_layer_axis(self.x_scale), slope_axis],
+                [self.slope, self.ceiling], [self.layer_axes[1], slope_axis],
                 "gw-explorer-slope", "Mean |f′(z)| per layer",
             ),
             figure(
                 [self.measured, self.predicted],
-                [_layer_axis(self.x_scale), self.predicted_axis],
+                [self.layer_axes[2], self.predicted_axis],
                 "gw-explorer-predicted", "Chain rule: predicted vs measured",
             ),
         ]  # fmt: skip
@@ -100,6 +101,11 @@ class ChainCharts:
         ticks = log_ticks(low, high)
         for axis in (self.grad_axis, self.predicted_axis):
             set_ticks(axis, ticks)
+        # Layer 1 and whole layers 1, 2 or 5 times a power of ten apart: d3's own ticks of a
+        # padded domain fall between layers, and their rounded labels name the wrong ones.
+        whole = np.union1d([1.0], step_ticks(1.0, float(max(depth, 2)), max_ticks=6))
+        for axis in self.layer_axes:
+            set_ticks(axis, whole)
 
 
 def _line(x: bq.Scale, y: bq.Scale, colour: str, label: str) -> bq.Lines:
@@ -110,7 +116,7 @@ def _line(x: bq.Scale, y: bq.Scale, colour: str, label: str) -> bq.Lines:
 
 
 def _layer_axis(scale: bq.Scale) -> bq.Axis:
-    return bq.Axis(scale=scale, label="layer (input → output)", tick_format="d", num_ticks=6)
+    return bq.Axis(scale=scale, label="layer (input → output)", tick_format="d")
 
 
 def _log_axis(scale: bq.LogScale) -> bq.Axis:

@@ -57,4 +57,5 @@ def test_dragging_the_depth_slider_redraws_the_chart_within_a_second(driver):
     panel = explorer.locator(".gw-panel")
     expect(panel).to_be_visible(timeout=15_000)
     expect(panel.locator(".gw-train")).to_be_enabled()
+    driver.screenshot("explorer-train-this", explorer)
     assert driver.console.unexpected() == []
