@@ -58,7 +58,7 @@ class ChainCharts:
             figure(
                 [self.measured, self.predicted],
                 [self.layer_axes[2], self.predicted_axis],
-                "gw-explorer-predicted", "Chain rule: predicted vs measured",
+                "gw-explorer-predicted", "Predicted vs measured",
             ),
         ]  # fmt: skip
         keys = [
