@@ -95,9 +95,9 @@ class ChainProfile:
         ``(depth - 1,)`` mean ``|f'(z)|`` of each hidden layer's activation at its
         pre-activations ``z``: at most 0.25 for a sigmoid.
     local_factors : numpy.ndarray
-        ``(depth - 1,)`` factor ``k`` by which layer ``k + 2`` (1-based) scales a gradient on its
-        way down: the gain ``|J^T u| / |u|`` of the layer's Jacobian on a fixed random
-        direction ``u``, measured on that layer alone.
+        ``(depth - 1,)`` entry ``k``: the factor by which layer ``k + 2`` (counting from 1)
+        scales a gradient on its way down to layer ``k + 1``: the gain ``|J^T u| / |u|`` of
+        its Jacobian on a fixed random direction ``u``, measured on that layer alone.
     predicted : numpy.ndarray
         ``(depth,)`` the last layer's measured norm times the product of the local factors
         above each layer: the chain rule's prediction of ``grad_norms``. It tracks them within
@@ -134,8 +134,8 @@ def chain_profile(setting: ChainSetting | None = None, **changes: Any) -> ChainP
     Returns
     -------
     ChainProfile
-        Computed in a few milliseconds per layer on one CPU thread. Neither the global torch
-        RNG nor any model of the caller is touched.
+        About 1 ms per layer on one CPU thread (docs/performance.md). Neither the global
+        torch RNG nor any model of the caller is touched.
     """
     setting = replace(setting or ChainSetting(), **changes)
     x, y = _batch(setting.batch)
@@ -146,7 +146,7 @@ def chain_profile(setting: ChainSetting | None = None, **changes: Any) -> ChainP
         norms, peak, factors = _backward(inputs, outputs, loss, setting.seed)
     with torch.no_grad():
         slopes = np.array([float(derivative(setting.activation, z).abs().mean()) for z in pre])
-    gains = np.array(factors[::-1], dtype=np.float64)
+    gains = np.array(factors, dtype=np.float64)
     # The prediction starts from the measured logits gradient and multiplies its way down.
     predicted = norms[-1] * np.concatenate([np.cumprod(gains[::-1])[::-1], [1.0]])
     lost = 0 < peak < torch.finfo(torch.float32).smallest_normal
@@ -190,8 +190,8 @@ def _backward(
     inputs: list[torch.Tensor], outputs: list[torch.Tensor], loss: torch.Tensor, seed: int
 ) -> tuple[np.ndarray, float, list[float]]:
     """Pass the loss gradient down block by block: its norm at every block's output, the
-    largest entry reaching the first block, and each block's gain on a fixed random direction
-    (top block first).
+    largest entry reaching the first block, and the gain on a fixed random direction of each
+    block above the first, input side first.
 
     The gradient travels as a unit vector and its norm as a float64 beside it: a sigmoid
     stack's gradient drops below float32's smallest normal number at depth 44 (see
@@ -205,7 +205,7 @@ def _backward(
     probed = (
         torch.autograd.grad(outputs[1:], inputs[1:], probes, retain_graph=True) if probes else ()
     )
-    gains = [_norm(p) / _norm(u) for p, u in zip(probed, probes, strict=True)][::-1]
+    gains = [_norm(p) / _norm(u) for p, u in zip(probed, probes, strict=True)]
     (grad,) = torch.autograd.grad(loss, outputs[-1])
     scale = _norm(grad)
     unit, norms = grad / scale, [scale]

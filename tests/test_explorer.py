@@ -96,6 +96,18 @@ def test_predicted_product_tracks_the_measured_profile(changes: dict) -> None:
     assert off.max() < 0.5, off  # within a factor of 3 at every layer
 
 
+def test_local_factors_run_input_side_first_and_mean_the_layer_gain() -> None:
+    # The logits layer has no activation: its factor is its weight's gain on a random
+    # direction, |W|_F / sqrt(outputs); the sigmoid layers below it pass far less.
+    profile = chain_profile(depth=30)
+    weight = build_stack(depth=30)[-1].weight.detach()
+    gain = float(torch.linalg.matrix_norm(weight)) / weight.shape[0] ** 0.5
+    assert profile.local_factors[-1] == pytest.approx(gain, rel=0.05)
+    assert profile.local_factors[:-1].max() < 0.3 * gain  # about 0.14 against 0.56
+    steps = profile.predicted[:-1] / profile.predicted[1:]
+    np.testing.assert_allclose(steps, profile.local_factors)
+
+
 def test_predicted_product_does_not_track_a_shuffled_profile() -> None:
     # The tracking test can fail: local factors of another setting miss by decades.
     sigmoid, relu = chain_profile(depth=30), chain_profile(depth=30, activation="relu", init="he")
