@@ -221,9 +221,7 @@ def test_changing_controls_updates_the_profile_and_the_charts(explorer) -> None:
 def test_a_slider_drag_draws_its_last_value_without_drawing_every_one(explorer, monkeypatch):
     drawn: list[int] = []
     draw = explorer.charts.draw
-    monkeypatch.setattr(
-        explorer.charts, "draw", lambda p, also=(): (drawn.append(p.setting.depth), draw(p, also))
-    )
+    monkeypatch.setattr(explorer.charts, "draw", lambda p: (drawn.append(p.setting.depth), draw(p)))
     for depth in range(13, 61):  # one drag: a value per pixel
         explorer.controls["depth"].value = depth
     assert explorer.wait()

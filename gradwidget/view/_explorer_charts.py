@@ -8,7 +8,6 @@ from contextlib import ExitStack
 import bqplot as bq
 import ipywidgets as w
 import numpy as np
-from ipywidgets import Widget
 
 from ..explorer import ChainProfile
 from ._data import log_ticks, step_ticks
@@ -72,8 +71,8 @@ class ChainCharts:
             for key, fig in zip(keys, self.figures, strict=True)
         ]
 
-    def draw(self, profile: ChainProfile, also: tuple[Widget, ...] = ()) -> None:
-        """Show ``profile``; ``also`` are widgets whose changes go in the same batch."""
+    def draw(self, profile: ChainProfile) -> None:
+        """Show ``profile``: each mark's and scale's changes go out in one message."""
         depth = len(profile.grad_norms)
         layers = np.arange(1, depth + 1, dtype=np.float64)
         low, high = _decades(profile.grad_norms, profile.predicted)
@@ -83,7 +82,7 @@ class ChainCharts:
         # visibly under the 0.25 line, and a ReLU's at 0.5 still fit.
         top = max(0.3, np.ceil(11 * np.max(profile.local_derivatives, initial=0.0)) / 10)
         with ExitStack() as stack:
-            for widget in (*marks, *scales, *also):
+            for widget in (*marks, *scales):
                 stack.enter_context(widget.hold_sync())
             self.x_scale.min, self.x_scale.max = 1.0, float(max(depth, 2))
             self.log_scale.min, self.log_scale.max = low, high

@@ -22,6 +22,7 @@ from .._chain import ACTIVATIONS, INITS, NORMS
 from ..explorer import MAX_DEPTH, ChainProfile, ChainSetting, build_stack, chain_profile, digits
 from ._explorer_charts import ChainCharts
 from ._widgets import close_tree
+from .panel import GradPanel
 
 __all__ = ["Explorer", "explore"]
 
@@ -58,7 +59,7 @@ class Explorer(w.VBox):
         )
         self.train_button.add_class("gw-explorer-train")
         self.train_button.on_click(lambda _: self.train_this())
-        self.panel: Any = None
+        self.panel: GradPanel | None = None
         self._panel_box = w.VBox()
         self._updates = _Newest(self._show, _MIN_INTERVAL_S)
         self._show(setting)
@@ -76,11 +77,9 @@ class Explorer(w.VBox):
         """Block until the newest control change is drawn; False if ``timeout`` passed first."""
         return self._updates.wait(timeout)
 
-    def train_this(self) -> Any:
+    def train_this(self) -> GradPanel:
         """Open a :class:`GradPanel` that trains the stack of the controls' setting on the
         digits, below the charts (replacing one opened before); return it."""
-        from .panel import GradPanel
-
         if self.panel is not None:
             self.panel.close()
         self.panel = GradPanel(build_stack(self.setting()), digits())
@@ -96,7 +95,7 @@ class Explorer(w.VBox):
     def _show(self, setting: ChainSetting) -> None:
         try:
             profile = chain_profile(setting)
-            self.charts.draw(profile, also=(self.sentence,))
+            self.charts.draw(profile)
         except Exception as exc:  # a knob combination we did not foresee: say so, keep going
             self.sentence.value = f"<b>Could not measure this setting:</b> {html.escape(str(exc))}"
             return
