@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import memory, report, ui
+from . import explorer, memory, report, ui
 from .overhead import TARGETS, OverheadRow, measure_overhead
 from .profiling import phase_breakdown, profile_recorder
 from .workloads import WORKLOADS
@@ -112,6 +112,7 @@ def _run_all(
         "first_chart": lambda: ui.first_chart_s(first, s.chart_repeats),
         "history_memory": lambda: asdict(memory.history_growth(s.history_steps)),
         "run_memory": lambda: asdict(memory.run_memory(s.run_steps)),
+        "explorer_latency": lambda: explorer.latency(rounds=max(3, s.chart_repeats * 5)),
     }
     if device.type == "cuda":
         from .cuda import count_syncs
@@ -165,6 +166,11 @@ def _targets(rows: list[OverheadRow], results: dict[str, Any]) -> list[dict[str,
             ms = row["full_redraw_ms"]["median"]
             what = f"UI redraw at {row['layers']} layers (ms)"
             out.append(_target(what, "<= 20", ms, ms <= 20))
+    for row in results["explorer_latency"].get("rows", ()):
+        if row["depth"] == 50:
+            ms = row["update_ms"]["median"]
+            what = "explorer update at depth 50 (ms)"
+            out.append(_target(what, f"<= {explorer.TARGET_MS:.0f}", ms, ms <= explorer.TARGET_MS))
     if "growth_after_full" in history:
         grown = history["growth_after_full"]
         out.append(

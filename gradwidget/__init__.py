@@ -44,6 +44,7 @@ __all__ = [
     "apply_remedies",
     "datasets",
     "diagnose",
+    "explore",
     "grouped_history",
     "layer_groups",
     "models",
@@ -54,7 +55,7 @@ __all__ = [
     "watch",
 ]
 
-_VIEW_NAMES = frozenset({"GradPanel", "watch"})
+_VIEW_NAMES = frozenset({"GradPanel", "explore", "watch"})
 
 
 def __getattr__(name: str) -> Any:

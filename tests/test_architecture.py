@@ -96,6 +96,8 @@ RANKS = {
     "view": 8,
     "integrations": 7,  # owns a recorder in a session; the view only lazily (tested above)
     "session": 7,
+    "explorer": 6.5,  # the chain-rule explorer's core: builds stacks with remedies' Residual
+    "_chain": 6.5,
     "remedies": 6,
     "train": 5,
     "record": 4,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .explorer import Explorer, explore
 from .panel import GradPanel, RunRecord, watch
 
-__all__ = ["GradPanel", "RunRecord", "watch"]
+__all__ = ["Explorer", "GradPanel", "RunRecord", "explore", "watch"]
