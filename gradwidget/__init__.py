@@ -17,6 +17,7 @@ from .history import History, Series
 from .logs.reader import open_log
 from .record.recorder import Recorder
 from .remedies import apply_remedies
+from .session.autofix import autofix
 from .train.training import Run, RunState, TrainConfig, train
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "apply_remedies",
+    "autofix",
     "datasets",
     "diagnose",
     "grouped_history",
