@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from torch import nn
 
+from ..diagnose.findings import KINDS
 from ..diagnose.rules import Finding, Severity, diagnose
 from ..errors import GradWidgetError, RemedyNotApplicable
 from ..remedies import LABELS, REMEDIES, apply_remedies, apply_settings, split, suggest
@@ -212,13 +213,20 @@ def candidates(
 ) -> list[tuple[str, ...]]:
     """Fix sets to try, most promising first: each suggested fix alone (most severe finding's
     first), then pairs, then triples..., one fix per group, ranked by the sum of ranks."""
-    ranked = suggest((n for f in findings for n in f.remedies), model, config)
+    names = [n for f in findings for n in (*f.remedies, *_also(f.kind))]
+    ranked = suggest(names, model, config)
     ranks = {name: i for i, name in enumerate(ranked)}
     sets = []
     for size in range(1, len(ranked) + 1):
         combos = [c for c in itertools.combinations(ranked, size) if _one_per_group(c)]
         sets += sorted(combos, key=lambda c: sum(ranks[n] for n in c))
     return sets
+
+
+def _also(kind: str) -> tuple[str, ...]:
+    """Fixes worth a trial beyond a kind's own: NaN/Inf is where exploding gradients end
+    (AUTOTRAINER counts it as theirs), and weights initialised too large cause both."""
+    return KINDS["exploding"][2] if kind == "non_finite" else ()
 
 
 def _one_per_group(names: tuple[str, ...]) -> bool:
@@ -337,7 +345,7 @@ class Autofix:
         findings = tuple(diagnose(baseline.history))
         if note:
             message = f"Stopped while training the baseline ({note})."
-            return self._result(findings, baseline, message)
+            return self._result(findings, baseline, message, stopped=True)
         if not findings:
             return self._result(findings, baseline, _healthy(baseline))
         titles = _and([_lower(f.title) for f in findings])

@@ -1,0 +1,174 @@
+"""Find a fix: broken nets of each kind are repaired, healthy ones left alone, trials are
+reproducible, and Stop leaves every run ended and the host usable.
+
+Short runs (300 steps, at most 4 trials of 80 steps) keep the file to about a minute; the
+full zoo is the benchmark's (``python -m benchmarks.autofix``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import torch
+
+import gradwidget as gw
+from benchmarks.autofix_zoo import data_for, mlp
+from gradwidget.diagnose.findings import KINDS, Finding, Severity
+from gradwidget.remedies import REMEDIES
+from gradwidget.session.autofix import Autofix, DetachedHost, candidates
+
+SHORT = {"steps": 300, "trial_steps": 80, "max_trials": 4}
+
+
+def _digits_mlp(depth: int, act: str, **planted: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return mlp("digits", depth, 64, act, **planted)()
+
+
+def _kinds(run: gw.Run) -> set[str]:
+    return {f.kind for f in gw.diagnose(run.history)}
+
+
+def test_vanishing_sigmoid_mlp_is_repaired_and_the_message_gives_the_numbers() -> None:
+    result = gw.autofix(_digits_mlp(8, "sigmoid"), data_for("digits"), **SHORT)
+    assert "vanishing" in {f.kind for f in result.findings}
+    assert result.winner and result.run is not None and result.run.state is gw.RunState.FINISHED
+    assert "vanishing" not in _kinds(result.run)
+    before, after = result.baseline.test_accuracy, result.run.test_accuracy
+    assert before < 0.3 and after > 0.85
+    assert re.search("vanishing gradients( and [a-z ]+)? gone", result.message)
+    assert f"{100 * after:.0f} %" in result.message and "->" in result.message
+
+
+def test_too_high_learning_rate_is_repaired_with_a_training_fix() -> None:
+    result = gw.autofix(_digits_mlp(4, "relu"), data_for("digits"), lr=5.0, **SHORT)
+    assert result.baseline.state is gw.RunState.DIVERGED
+    assert "non_finite" in {f.kind for f in result.findings}
+    assert {"clip_grad", "lower_lr"} & set(result.winner)
+    assert result.run.state is gw.RunState.FINISHED and result.run.test_accuracy > 0.85
+    assert result.message.endswith(f"test accuracy diverged -> {result.run.test_accuracy:.0%}"
+                                   .replace("%", " %"))  # fmt: skip
+
+
+def test_dead_relu_units_are_repaired() -> None:
+    model = _digits_mlp(5, "relu", bias=-1.5)
+    result = gw.autofix(model, data_for("digits"), **SHORT)
+    assert "dead_units" in {f.kind for f in result.findings}
+    assert result.winner and "dead_units" not in _kinds(result.run)
+    assert result.run.test_accuracy > 0.85
+
+
+def test_saturated_sigmoid_mlp_is_repaired() -> None:
+    result = gw.autofix(_digits_mlp(3, "sigmoid", scale=30.0), data_for("digits"), **SHORT)
+    assert "saturation" in {f.kind for f in result.findings}
+    assert result.winner and "saturation" not in _kinds(result.run)
+    assert result.run.test_accuracy > result.baseline.test_accuracy + 0.1
+
+
+def test_a_healthy_net_gets_no_winner_and_a_message_saying_so() -> None:
+    result = gw.autofix(_digits_mlp(4, "relu"), data_for("digits"), **SHORT)
+    assert result.findings == () and result.winner == () and result.run is None
+    assert result.trial_list == () and result.message.startswith("No finding on the baseline")
+
+
+def test_the_model_given_is_never_changed() -> None:
+    model = _digits_mlp(4, "relu")
+    before = [p.detach().clone() for p in model.parameters()]
+    gw.autofix(model, data_for("digits"), lr=5.0, **SHORT)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert not model._forward_hooks and not model[0]._forward_hooks
+
+
+def test_same_seed_gives_the_same_trials_and_winner() -> None:
+    runs = [gw.autofix(_digits_mlp(8, "sigmoid"), data_for("digits"), **SHORT) for _ in range(2)]
+    first, second = (r.trials for r in runs)
+    assert runs[0].winner == runs[1].winner
+    assert list(first["fixes"]) == list(second["fixes"])
+    assert list(first["accuracy"]) == list(second["accuracy"])
+    assert runs[0].run.test_accuracy == runs[1].run.test_accuracy
+
+
+def test_trials_table_has_one_row_per_trial() -> None:
+    result = gw.autofix(_digits_mlp(8, "sigmoid"), data_for("digits"), **SHORT)
+    table = result.trials
+    assert list(table.columns)[:6] == ["fixes", "score", "final_loss", "accuracy", "findings",
+                                       "seconds"]  # fmt: skip
+    assert len(table) == len(result.trial_list) <= SHORT["max_trials"]
+    assert (table["steps"] <= SHORT["trial_steps"]).all()
+    winner = " + ".join(gw.remedies.LABELS[n] for n in result.winner)
+    assert (
+        table.loc[table["helped"], "score"].max() == table.set_index("fixes").loc[winner, "score"]
+    )
+
+
+def test_stop_during_the_trials_ends_every_run_and_leaves_the_host_usable() -> None:
+    host = DetachedHost(_digits_mlp(8, "sigmoid"), data_for("digits"), gw.TrainConfig(steps=300))
+    search = Autofix(host, trial_steps=200, max_trials=8).start()
+    deadline = time.monotonic() + 60
+    while not search.progress.startswith("Trial 2") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    result = search.stop()
+    assert search.done and result is not None and result.stopped
+    assert result.winner == () and result.run is None and result.message.startswith("Stopped")
+    assert len(result.trial_list) <= 2
+    assert all(run.state.ended for _, run in host.runs)
+    again = host.launch(("relu",), steps=20, label="after", role="trial")
+    assert again.join(30) is gw.RunState.FINISHED
+
+
+def test_a_budget_too_small_for_the_baseline_stops_it_and_says_so() -> None:
+    result = gw.autofix(_digits_mlp(8, "sigmoid"), data_for("digits"), budget_s=0.3, steps=5000)
+    assert result.stopped and result.winner == () and result.run is None
+    assert result.baseline.state is gw.RunState.STOPPED
+    assert "out of time: budget_s=0.3" in result.message
+
+
+def test_no_data_and_bad_data_raise_clear_errors() -> None:
+    with pytest.raises(gw.GradWidgetError, match="needs data"):
+        gw.autofix(_digits_mlp(3, "relu"), None)
+    with pytest.raises(gw.GradWidgetError) as caught:
+        gw.autofix(_digits_mlp(3, "relu"), (torch.randn(32, 5), torch.zeros(32).long()))
+    assert "Traceback" not in str(caught.value)
+
+
+def test_every_trial_starts_from_the_same_initial_weights_with_its_settings() -> None:
+    model = _digits_mlp(3, "relu")
+    host = DetachedHost(model, data_for("digits"), gw.TrainConfig(steps=5, lr=0.2))
+    plain = host.launch((), steps=1, label="a", role="trial")
+    lowered = host.launch(("lower_lr", "he_init"), steps=1, label="b", role="trial")
+    assert plain.config.lr == 0.2 and lowered.config.lr == pytest.approx(0.02)
+    assert plain.config.steps == lowered.config.steps == 1
+    plain.join(10)
+    lowered.join(10)
+    assert host.baseline() is None  # a trial is not a baseline
+    # he_init re-draws the weights, the plain copy starts from the model's own
+    fresh = host.launch((), steps=1, label="c", role="baseline")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.model.parameters(), model.parameters(),
+                                                   strict=True))  # fmt: skip
+    fresh.join(10)
+    assert host.baseline() is fresh
+
+
+def _finding(kind: str) -> Finding:
+    _, severity, remedies = KINDS[kind]
+    return Finding(kind, Severity(severity), (), {}, "", remedies)
+
+
+def test_candidates_try_each_fix_alone_first_then_one_per_group_combinations() -> None:
+    findings = (_finding("vanishing"),)
+    sets = candidates(findings, _digits_mlp(8, "sigmoid"), gw.TrainConfig())
+    suggested = KINDS["vanishing"][2]
+    assert sets[: len(suggested)] == [(n,) for n in suggested]
+    assert all(len({REMEDIES[n].group for n in s}) == len(s) for s in sets)
+    assert len(set(sets)) == len(sets) and max(map(len, sets)) == len(suggested)
+    sizes = [len(s) for s in sets]
+    assert sizes == sorted(sizes)
+
+
+def test_nan_findings_also_try_the_exploding_fixes_such_as_he_init() -> None:
+    sets = candidates((_finding("non_finite"),), _digits_mlp(4, "relu"), gw.TrainConfig())
+    singles = [s[0] for s in sets if len(s) == 1]
+    assert singles[: len(KINDS["non_finite"][2])] == list(KINDS["non_finite"][2])
+    assert "he_init" in singles
