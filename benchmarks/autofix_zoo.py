@@ -87,6 +87,20 @@ def cnn(
     return build
 
 
+def normal(build: Callable[[], nn.Module], gain: float) -> Callable[[], nn.Module]:
+    """``build``, its weights re-drawn from N(0, gain / sqrt(fan_in)) (notebook 03's way)."""
+
+    def rebuilt() -> nn.Module:
+        model = build()
+        with torch.no_grad():
+            for layer in model.modules():
+                if isinstance(layer, nn.Linear | nn.Conv2d):
+                    nn.init.normal_(layer.weight, std=gain / layer.weight[0].numel() ** 0.5)
+        return model
+
+    return rebuilt
+
+
 def _planted(model: nn.Module, scale: float, bias: float | None) -> nn.Module:
     """Scale every weight; set every hidden bias (all but the output layer's)."""
     layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
@@ -121,11 +135,14 @@ def _zoo() -> tuple[Setup, ...]:
         S("cancer sigmoid MLP x10", VAN, c, mlp(c, 10, 32, "sigmoid"), sgd),
         S("digits sigmoid CNN x6", VAN, d, cnn(6, "sigmoid"), sgd),
         S("digits tanh MLP x12 small init", VAN, d, mlp(d, 12, 64, "tanh", 0.5), sgd),
-        # exploding (AUTOTRAINER counts NaN/Inf here): weights initialised too large in a
-        # deep ReLU stack, or a learning rate far too large
+        # exploding (AUTOTRAINER counts NaN/Inf here): tanh weights six to eight times too
+        # large at a small rate (the gradient grows on its way back), ReLU weights five times
+        # too large, or a learning rate far too large (both end in NaN)
+        S("digits tanh MLP x10 init N(6)", EXP, d, normal(mlp(d, 10, 64, "tanh"), 6.0), lr(0.01)),
+        S("cancer tanh MLP x12 init N(8)", EXP, c, normal(mlp(c, 12, 64, "tanh"), 8.0), lr(0.01)),
+        S("cancer tanh MLP x10 init N(6)", EXP, c, normal(mlp(c, 10, 64, "tanh"), 6.0), lr(0.01)),
         S("digits ReLU MLP x10 init x5", EXP, d, mlp(d, 10, 64, "relu", 5.0), lr(0.01)),
         S("spirals ReLU MLP x10 init x5", EXP, s, mlp(s, 10, 32, "relu", 5.0), lr(0.01)),
-        S("cancer ReLU MLP x10 init x5", EXP, c, mlp(c, 10, 32, "relu", 5.0), lr(0.01)),
         S("digits ReLU CNN x6 init x6", EXP, d, cnn(6, "relu", 6.0), lr(0.01)),
         S("digits ReLU MLP x4 lr 5", EXP, d, mlp(d, 4, 64, "relu"), lr(5.0)),
         S("spirals ReLU MLP x4 lr 50", EXP, s, mlp(s, 4, 64, "relu"), lr(50.0)),

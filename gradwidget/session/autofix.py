@@ -562,7 +562,9 @@ def _pct(value: float | None) -> str:
 
 
 def _lower(title: str) -> str:
-    return title[:1].lower() + title[1:]
+    """Lower-case a title's first word unless it is an acronym ("NaN / Inf values")."""
+    first = title.split(" ", 1)[0]
+    return title[:1].lower() + title[1:] if first[1:].islower() else title
 
 
 def _and(items: list[str]) -> str:
