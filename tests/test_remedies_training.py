@@ -110,6 +110,33 @@ def test_lower_lr_scales_an_optimizer_factory_too() -> None:
     assert summarize(run, ()).training == ""
 
 
+def test_raise_lr_multiplies_the_learning_rate_by_ten() -> None:
+    base = gw.TrainConfig(lr=0.01)
+    assert remedies.apply_settings(base, ["raise_lr"]) == dataclasses.replace(base, lr=0.1)
+    assert remedies.check(net(), "raise_lr", base).summary.startswith("learning rate 0.01 -> 0.1")
+
+    def factory(params: object) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=0.02)
+
+    fixed = remedies.apply_settings(gw.TrainConfig(optimizer=factory), ["raise_lr"])
+    assert fixed.optimizer(net().parameters()).param_groups[0]["lr"] == pytest.approx(0.2)
+
+
+def test_adam_switches_to_adam_at_its_standard_rate_and_a_rate_change_scales_it() -> None:
+    base = gw.TrainConfig(lr=1.5, steps=3)
+    fixed = remedies.apply_settings(base, ["adam"])
+    assert (fixed.optimizer, fixed.lr) == ("adam", 1e-3)
+    assert base.optimizer == "sgd" and base.lr == 1.5  # untouched
+    assert "torch.optim.Adam(model.parameters(), lr=0.001)" in remedies.check(net(), "adam").code
+    # Adam applies first, so a rate change in the same set scales Adam's rate.
+    both = remedies.apply_settings(base, ["lower_lr", "adam"])
+    assert (both.optimizer, both.lr) == ("adam", pytest.approx(1e-4))
+    run = gw.Run(net(), batch(), fixed, name="adam")  # torch builds and steps it
+    assert run.start().join(30) is gw.RunState.FINISHED
+    with pytest.raises(gw.RemedyNotApplicable, match="already trains with 'adam'"):
+        remedies.apply_settings(fixed, ["adam"])
+
+
 def test_settings_remedies_refuse_with_a_sentence_and_stay_apart_from_models() -> None:
     clipped = gw.TrainConfig(clip_grad=0.5)
     with pytest.raises(
@@ -130,7 +157,7 @@ def test_settings_remedies_refuse_with_a_sentence_and_stay_apart_from_models() -
 
 def test_every_remedy_is_one_record_and_names_labels_come_from_it() -> None:
     names = [r.name for r in REGISTRY]
-    assert len(set(names)) == len(names) == 10
+    assert len(set(names)) == len(names) == 12
     assert len({r.label for r in REGISTRY}) == len(names)
     assert len({r.order for r in REGISTRY}) == len(names)
     assert {r.name: r.label for r in REGISTRY} == remedies.LABELS
@@ -161,3 +188,7 @@ def test_every_remedy_the_diagnosis_suggests_is_registered() -> None:
     assert kinds["vanishing"][2].index("residual") <= 1  # among the first
     assert kinds["exploding"][2][:2] == kinds["non_finite"][2][:2] == ("clip_grad", "lower_lr")
     assert kinds["dead_units"][2][:2] == ("leaky_relu", "he_init")
+    # Too large steps get smaller ones; too small steps larger ones; Adam fits either.
+    assert kinds["oscillating"][2][:2] == ("lower_lr", "adam")
+    assert set(kinds["slow_convergence"][2]) == set(kinds["plateau"][2]) == {"raise_lr", "adam"}
+    assert "adam" in kinds["update_ratio"][2]

@@ -21,12 +21,21 @@ __all__ = ["KINDS", "Finding", "Severity", "Thresholds", "make_finding"]
 class Thresholds:
     """Limits of the diagnosis rules, with published defaults where there are any.
 
+    Every rule judges the last part of the run *in steps*, however sparsely a series was
+    sampled: a healthy run must not be judged by its first steps because later ones were
+    thinned.
+
     Attributes
     ----------
-    window : int
-        Recent points a rule takes the median of (default 20).
+    window_fraction, window : float, int
+        Gradient and unit rules judge the last ``window_fraction`` (default ``0.1``) of the
+        steps seen, and at least ``window`` steps (default 20).
     min_samples : int
-        Finite points a layer needs inside the window before a rule judges it (default 10).
+        Finite points a series needs inside its window before a rule judges it (default 5,
+        so a median outvotes two odd points). A series sampled too sparsely for that has its
+        window grown back, point by point, but never past the last ``window_limit`` of the run.
+    window_limit : float
+        The largest part of the run a window may grow back to (default ``0.5``).
     vanishing_ratio, vanishing_first_norm : float
         Vanishing gradients: first/last layer gradient-norm ratio below ``1e-3`` and the first
         layer's norm below ``1e-4`` (AUTOTRAINER, Zhang et al., ICSE 2021).
@@ -38,32 +47,62 @@ class Thresholds:
     saturated_fraction : float
         Saturation: at least ``0.5`` of a sigmoid/tanh layer's outputs sit in the flat tails,
         i.e. half the layer passes almost no gradient (our choice).
-    plateau_window : int
-        Loss points the plateau rule looks back over (default 40: twice ``window``, since a
-        loss needs a longer view than a gradient norm to tell slow progress from none, yet few
-        enough for a sampled run; 600 steps at ``grad_every=12`` leave about 50 points).
+    loss_fraction, plateau_window : float, int
+        The loss rules read the every-step loss over the last ``loss_fraction`` (default
+        ``0.2``, twice the gradient window: a loss needs a longer view to tell slow progress
+        from none) of the steps seen, and at least ``plateau_window`` steps (default 40).
     plateau_improvement, plateau_level : float
-        Plateau: the loss improved by less than ``0.01`` (1 %) over ``plateau_window`` while
-        still above ``0.5`` times its starting value (our choice: a run that has already halved
-        its loss is converging, not stuck).
+        Plateau: the loss improved by less than ``0.01`` (1 %) from the first to the second
+        half of its window while still above ``0.5`` times its starting value (our choice: a
+        run that has already halved its loss is converging, not stuck).
+    slow_factor : float
+        Slow convergence: the loss still falls (by at least ``plateau_improvement``) but,
+        at the pace of its window, would need more than ``slow_factor`` (default 1) times the
+        steps seen so far to reach ``plateau_level`` of its start (AUTOTRAINER's "slow
+        convergence", read on the loss instead of per-epoch accuracy).
+    oscillation : float
+        Oscillating loss: the loss swings by at least ``0.25`` of its starting value, counted
+        as the rises of its step-chunk medians inside a window where it does not fall, or as
+        how far it climbed back above the lowest level it reached (our scale for AUTOTRAINER's
+        peak-to-trough accuracy swings, zeta = 0.03 per epoch, which minibatch noise of a
+        per-step loss would trip).
+    accuracy_drop : float
+        Oscillating accuracy: a recorded accuracy falls by at least ``0.2`` below its best in
+        the last half of the run.
+    update_gap, update_high : float
+        Update-to-weight ratios (||delta w|| / ||w|| per step, customarily near ``1e-3``): a
+        layer updating less than ``update_gap`` (``1e-2``: two orders of magnitude) times the
+        last layer's ratio barely moves; any above ``update_high`` (``0.1``: a tenth of the
+        weights per step) is thrown around (our choices around the 1e-3 guide).
     """
 
+    window_fraction: float = 0.1
     window: int = 20
-    min_samples: int = 10
+    min_samples: int = 3
+    window_limit: float = 0.5
     vanishing_ratio: float = 1e-3
     vanishing_first_norm: float = 1e-4
     exploding_ratio: float = 70.0
     dead_fraction: float = 0.7
     saturated_fraction: float = 0.5
+    loss_fraction: float = 0.2
     plateau_window: int = 40
     plateau_improvement: float = 0.01
     plateau_level: float = 0.5
+    slow_factor: float = 1.0
+    oscillation: float = 0.25
+    accuracy_drop: float = 0.2
+    update_gap: float = 1e-2
+    update_high: float = 0.1
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_samples <= self.window:
             raise ValueError(f"need 1 <= min_samples <= window, got {self}")
         if self.plateau_window < 2:
             raise ValueError(f"plateau_window must be at least 2, got {self.plateau_window}")
+        for name in ("window_fraction", "window_limit", "loss_fraction"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
 
 
 class Severity(IntEnum):
@@ -91,7 +130,12 @@ KINDS: dict[str, tuple[str, Severity, tuple[str, ...]]] = {
     ),
     "dead_units": ("Dead ReLU units", Severity.WARNING, ("leaky_relu", "he_init", "batchnorm")),
     "saturation": ("Saturated activations", Severity.WARNING, ("relu", "batchnorm")),
-    "plateau": ("Loss plateau", Severity.INFO, ()),
+    # Steps too large for the loss surface: smaller ones, or Adam's per-weight step sizes.
+    "oscillating": ("Oscillating loss", Severity.WARNING, ("lower_lr", "adam", "clip_grad")),
+    "update_ratio": ("Uneven update sizes", Severity.WARNING, ("adam", "batchnorm", "he_init")),
+    # Steps too small: larger ones, or Adam, which scales each weight's step to its gradient.
+    "slow_convergence": ("Slow convergence", Severity.INFO, ("raise_lr", "adam")),
+    "plateau": ("Loss plateau", Severity.INFO, ("adam", "raise_lr")),
 }
 
 
@@ -102,8 +146,9 @@ class Finding:
     Attributes
     ----------
     kind : str
-        One of ``"non_finite"``, ``"exploding"``, ``"vanishing"``, ``"dead_units"``,
-        ``"saturation"``, ``"plateau"``.
+        One of :data:`KINDS`: ``"non_finite"``, ``"exploding"``, ``"vanishing"``,
+        ``"dead_units"``, ``"saturation"``, ``"oscillating"``, ``"update_ratio"``,
+        ``"slow_convergence"``, ``"plateau"``.
     severity : Severity
     layers : tuple of str
         The affected layers, input to output (empty when the problem is not per layer).

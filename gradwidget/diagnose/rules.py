@@ -1,9 +1,11 @@
 """Diagnose gradient pathologies from a training :class:`~gradwidget.history.History`.
 
 Pure numpy: the rules read recorded series, never the model, so they work on a live run, a
-snapshot or a history loaded from JSON. Every rule except ``non_finite`` judges the median of a
-window of recent points, so one noisy step can neither raise nor clear a finding; a NaN or Inf
-is never noise, so ``non_finite`` reads the whole run.
+snapshot or a history loaded from JSON. Every rule except ``non_finite`` judges medians over the
+last part of the run *in steps* (:mod:`.windows`), so one noisy step can neither raise nor clear
+a finding, and sparse sampling cannot make early steps stand for the end of a run; a NaN or Inf
+is never noise, so ``non_finite`` reads the whole run. The loss rules live in :mod:`.loss`, the
+update-ratio rule in :mod:`.updates`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..history import History
+from ._text import listing
 from .findings import Finding, Severity, Thresholds, make_finding
-from .structure import layer_groups
+from .loss import oscillating, plateau, slow_convergence
+from .nonfinite import non_finite
+from .updates import uneven_updates
+from .windows import last_step, span, window_medians
 
 __all__ = ["Finding", "Severity", "Thresholds", "diagnose"]
 
@@ -28,50 +34,32 @@ def diagnose(history: History, thresholds: Thresholds = _DEFAULT_THRESHOLDS) -> 
     Parameters
     ----------
     history : History
-        Series recorded by a :class:`~gradwidget.Recorder` (``grad_norm``, ``loss``,
-        ``nonfinite``, ``dead_frac``, ``saturated_frac``); missing series are skipped.
+        Series recorded by a :class:`~gradwidget.Recorder` (``grad_norm``, ``train_loss``,
+        ``loss``, ``nonfinite``, ``dead_frac``, ``saturated_frac``, ``update_ratio``) and a
+        training run (``accuracy``, ``test_accuracy``); missing series are skipped.
     thresholds : Thresholds
         The rule limits.
 
     Returns
     -------
     list of Finding
-        Most severe first (ties in the order non_finite, exploding, vanishing, dead_units,
-        saturation, plateau); empty when healthy.
+        Most severe first (ties in the order of :data:`~gradwidget.diagnose.findings.KINDS`:
+        non_finite, exploding, vanishing, dead_units, saturation, oscillating, update_ratio,
+        slow_convergence, plateau); empty when healthy.
     """
     # The rules run most severe first (see KINDS), so the list needs no sorting.
-    rules = (_non_finite, _exploding, _vanishing, _dead_units, _saturation, _plateau)
+    rules = (
+        non_finite,
+        _exploding,
+        _vanishing,
+        _dead_units,
+        _saturation,
+        oscillating,
+        uneven_updates,
+        slow_convergence,
+        plateau,
+    )
     return [f for rule in rules if (f := rule(history, thresholds)) is not None]
-
-
-def _window_medians(values: np.ndarray, t: Thresholds) -> np.ndarray:
-    """Per-column median of the finite values in the last ``window`` rows; NaN if too few."""
-    tail = values[-t.window :].astype(np.float64)
-    finite = np.isfinite(tail)
-    enough = finite.sum(axis=0) >= t.min_samples
-    medians = np.full(tail.shape[1], np.nan)
-    if enough.any():  # nanmedian only on columns that have data: no all-NaN warnings
-        medians[enough] = np.nanmedian(np.where(finite, tail, np.nan)[:, enough], axis=0)
-    return medians
-
-
-def _listing(history: History, mask: np.ndarray, values: np.ndarray, fmt: str) -> str:
-    """The layers in ``mask`` with their values; a block whose every layer is in ``mask`` is
-    named once, as a block (a 12-block transformer would otherwise list 70 names)."""
-    parts, named = [], set()
-    for block in layer_groups(history.layers).blocks:
-        rows = list(block.layers)
-        if mask[rows].all():
-            low, high = np.nanmin(values[rows]), np.nanmax(values[rows])
-            text = f"block {block.short} (all {len(rows)} layers, {low:{fmt}} to {high:{fmt}})"
-            parts.append((rows[0], text))
-            named.update(rows)
-    parts += [
-        (i, f"{history.layers[i]} ({values[i]:{fmt}})")
-        for i in np.flatnonzero(mask)
-        if i not in named
-    ]
-    return ", ".join(text for _, text in sorted(parts))
 
 
 # -- gradient flow: vanishing and exploding ---------------------------------------------------
@@ -84,6 +72,7 @@ class _Flow:
     norms: np.ndarray
     first: int
     last: int
+    steps: int  # the window, in steps
 
     @property
     def ratio(self) -> float:
@@ -98,10 +87,10 @@ class _Flow:
             "per_layer_factor": self.ratio ** (1 / (self.last - self.first)),
         }
 
-    def summary(self, verb: str, t: Thresholds) -> str:
+    def summary(self, verb: str) -> str:
         ev = self.evidence()
         return (
-            f"Gradients {verb} on the way back to the input: over the last {t.window} samples "
+            f"Gradients {verb} on the way back to the input: over the last {self.steps} steps "
             f"the first layer's gradient norm ({ev['first_norm']:.2g}) is {ev['ratio']:.3g} "
             f"times the last layer's ({ev['last_norm']:.2g}), a factor of about "
             f"{ev['per_layer_factor']:.2g} per layer. "
@@ -109,11 +98,13 @@ class _Flow:
 
 
 def _gradient_flow(history: History, t: Thresholds) -> _Flow | None:
-    norms = _window_medians(history.grad_norm, t)
+    last = last_step(history)
+    norms = window_medians(history.series("grad_norm"), last, t)
     judged = np.flatnonzero(np.isfinite(norms))  # NaN columns: layers without a gradient
     if judged.size < 2 or norms[judged[-1]] <= 0:
         return None
-    return _Flow(norms, int(judged[0]), int(judged[-1]))
+    steps = span(last, t.window_fraction, t.window)
+    return _Flow(norms, int(judged[0]), int(judged[-1]), steps)
 
 
 def _vanishing(history: History, t: Thresholds) -> Finding | None:
@@ -123,11 +114,11 @@ def _vanishing(history: History, t: Thresholds) -> Finding | None:
     if flow.norms[flow.first] >= t.vanishing_first_norm:
         return None
     weak = flow.norms < t.vanishing_ratio * flow.norms[flow.last]
-    message = flow.summary("vanish", t) + (
+    message = flow.summary("vanish") + (
         "Backpropagation multiplies one local derivative per layer (the chain rule); sigmoid's "
         "derivative is at most 0.25, so ten sigmoid layers can shrink a gradient by "
         "0.25**10 ~ 1e-6, and small weights shrink it further. These layers barely learn: "
-        f"{_listing(history, weak, flow.norms, '.2g')}. A skip connection x + f(x) carries the "
+        f"{listing(history, weak, flow.norms, '.2g')}. A skip connection x + f(x) carries the "
         "gradient past each block unshrunk, ReLU passes a derivative of 1 where active, He "
         "init keeps the gradient's scale from layer to layer, and BatchNorm keeps "
         "pre-activations where the derivative is large."
@@ -140,11 +131,11 @@ def _exploding(history: History, t: Thresholds) -> Finding | None:
     if flow is None or flow.ratio <= t.exploding_ratio:
         return None
     strong = flow.norms > t.exploding_ratio * flow.norms[flow.last]
-    message = flow.summary("explode", t) + (
+    message = flow.summary("explode") + (
         "The chain rule multiplies the gradient by every layer's weights times its "
         "activation's derivative; when that product exceeds 1 (weights initialised too large) "
         "the gradient grows geometrically with depth and the early layers take huge, unstable "
-        f"steps: {_listing(history, strong, flow.norms, '.2g')}. Clipping the gradient norm and "
+        f"steps: {listing(history, strong, flow.norms, '.2g')}. Clipping the gradient norm and "
         "a lower learning rate bound each step; He init scales the weights so each layer keeps "
         "the gradient's size; BatchNorm rescales every layer's input."
     )
@@ -155,7 +146,7 @@ def _exploding(history: History, t: Thresholds) -> Finding | None:
 
 _DEAD_TEXT = (
     "Dead ReLU units: in these layers most units output 0 for the whole batch (median over the "
-    "last {window} samples): {layers}. A ReLU's derivative is 0 wherever its input is negative, "
+    "last {window} steps): {layers}. A ReLU's derivative is 0 wherever its input is negative, "
     "so a dead unit gets no gradient, never updates, and never recovers; a large negative bias "
     "or one oversized step puts units there. LeakyReLU keeps a small slope below 0, so dead "
     "units still get a gradient; He init restarts the weights with zero bias; BatchNorm "
@@ -163,7 +154,7 @@ _DEAD_TEXT = (
 )
 _SATURATION_TEXT = (
     "Saturated activations: in these layers most sigmoid/tanh outputs sit in the flat tails "
-    "(median over the last {window} samples): {layers}. There the derivative is close to 0, so "
+    "(median over the last {window} steps): {layers}. There the derivative is close to 0, so "
     "almost no gradient passes back through them. ReLU has no flat positive tail; BatchNorm "
     "keeps the pre-activations near 0, where the derivative is largest."
 )
@@ -173,14 +164,16 @@ def _fraction_rule(
     history: History, t: Thresholds, kind: str, metric: str, limit: float, text: str
 ) -> Finding | None:
     """A finding for the layers whose window-median ``metric`` (a fraction) reaches ``limit``."""
-    medians = _window_medians(history.series(metric).last, t)
+    last = last_step(history)
+    medians = window_medians(history.series(metric), last, t)
     # Fractions are stored as float32 (7/10 -> 0.69999999): compare at that precision.
     hit = medians >= np.float32(limit)  # NaN (not applicable) compares False
     if not hit.any():
         return None
-    layers = _listing(history, hit, medians, ".0%")
+    layers = listing(history, hit, medians, ".0%")
     evidence = {"fraction": float(np.nanmax(medians)), "layers_affected": float(hit.sum())}
-    return make_finding(kind, history, hit, evidence, text.format(window=t.window, layers=layers))
+    message = text.format(window=span(last, t.window_fraction, t.window), layers=layers)
+    return make_finding(kind, history, hit, evidence, message)
 
 
 def _dead_units(history: History, t: Thresholds) -> Finding | None:
@@ -190,92 +183,3 @@ def _dead_units(history: History, t: Thresholds) -> Finding | None:
 def _saturation(history: History, t: Thresholds) -> Finding | None:
     limit = t.saturated_fraction
     return _fraction_rule(history, t, "saturation", "saturated_frac", limit, _SATURATION_TEXT)
-
-
-# -- whole-run signals: non-finite values and the loss -----------------------------------------
-
-
-_AMP_SKIP_RUN = 10  # more steps in a row skipped by a GradScaler than backing off needs
-_AMP_SCALE_FLOOR = 1.0  # a loss scale below 1 no longer protects anything: it has collapsed
-
-
-def _skipped_by_scaler(history: History, steps: np.ndarray) -> np.ndarray:
-    """Which buckets ending at ``steps`` hold a step that a GradScaler skipped by design.
-
-    Under AMP an Inf/NaN gradient makes the scaler skip the step and halve its scale: that is
-    the mechanism working, not a failure, unless the skips persist (more than
-    ``_AMP_SKIP_RUN`` in a row, the longest run kept in ``amp_skipped``'s hi) or the scale
-    collapses below ``_AMP_SCALE_FLOOR``. A bucket covers the steps since the bucket before.
-    """
-    at = history.series("amp_skipped").steps
-    if at.size == 0 or _persistent_skips(history).size:
-        return np.zeros(len(steps), bool)
-    starts = np.concatenate([[-1], steps[:-1]])
-    return np.searchsorted(at, steps, "right") > np.searchsorted(at, starts, "right")
-
-
-def _persistent_skips(history: History) -> np.ndarray:
-    """Steps a GradScaler skipped, when the skips persist or the scale collapsed; else none."""
-    skipped, scale = history.series("amp_skipped"), history.series("amp_scale")
-    persists = skipped.hi.max(initial=0) > _AMP_SKIP_RUN
-    if persists or scale.lo.min(initial=np.inf) < _AMP_SCALE_FLOOR:
-        return skipped.steps
-    return np.zeros(0, np.int64)
-
-
-def _non_finite(history: History, t: Thresholds) -> Finding | None:
-    counts, loss = history.series("nonfinite"), history.series("loss")
-    # hi keeps a bucket's largest count, so one bad step survives any amount of compaction.
-    worst_counts = np.nan_to_num(counts.hi)  # NaN: a layer without gradient, nothing counted
-    worst_counts[_skipped_by_scaler(history, counts.steps)] = 0.0
-    bad_rows, bad_layers = (worst_counts > 0).any(axis=1), (worst_counts > 0).any(axis=0)
-    # NaN can hide in a merged bucket (fmax ignores it), but an Inf or a NaN "last" cannot.
-    bad_loss = ~(np.isfinite(loss.last) & np.isfinite(loss.lo) & np.isfinite(loss.hi)).all(1)
-    bad_loss &= ~_skipped_by_scaler(history, loss.steps)
-    skips = _persistent_skips(history)
-    steps = np.concatenate([counts.steps[bad_rows], loss.steps[bad_loss], skips])
-    if steps.size == 0:
-        return None
-    worst = float(worst_counts.max(initial=0.0))
-    where = ["the loss"] if bad_loss.any() else []
-    if skips.size:
-        where.append(f"the scaled gradients of {skips.size} steps the GradScaler skipped")
-    if worst:
-        per_layer = worst_counts.max(axis=0)
-        where.insert(0, f"the gradients of {_listing(history, bad_layers, per_layer, '.0f')}")
-    message = (
-        f"NaN/Inf values appeared by step {steps.min()} in {' and '.join(where)}. This is "
-        "never noise: once a NaN reaches the weights, every later output is NaN. The usual "
-        "cause is a learning rate too large for the gradient's scale: each update overshoots "
-        "and the loss grows until float32 overflows. Lower the learning rate (e.g. 10x) or "
-        "clip gradients; BatchNorm lets a network tolerate larger steps."
-    )
-    evidence = {
-        "first_step": float(steps.min()),
-        "nonfinite_entries": worst,
-        "loss_nonfinite": float(bad_loss.any()),
-    }
-    return make_finding("non_finite", history, bad_layers, evidence, message)
-
-
-def _plateau(history: History, t: Thresholds) -> Finding | None:
-    loss = history.loss.astype(np.float64)
-    loss = loss[np.isfinite(loss)]  # non-finite losses are the non_finite rule's business
-    if loss.size < t.plateau_window:
-        return None
-    half, recent = t.plateau_window // 2, loss[-t.plateau_window :]
-    # Medians of half windows: robust to minibatch noise, unlike two single points.
-    start, before, now = (float(np.median(x)) for x in (loss[:half], recent[:half], recent[half:]))
-    if start <= 0 or before <= 0:
-        return None  # a relative improvement needs a positive loss
-    improvement = (before - now) / before
-    if improvement >= t.plateau_improvement or now <= t.plateau_level * start:
-        return None
-    message = (
-        f"The loss has stalled: it improved by {improvement:.1%} over the last "
-        f"{t.plateau_window} samples and is still {now:.3g}, more than "
-        f"{t.plateau_level:.0%} of its starting value {start:.3g}. If a gradient finding is "
-        "listed too, fix that first; otherwise try a larger learning rate or another optimizer."
-    )
-    evidence = {"improvement": improvement, "loss": now, "start_loss": start}
-    return make_finding("plateau", history, np.zeros(0, bool), evidence, message)

@@ -11,6 +11,11 @@ capture of all norms costs about 6.6 % of the step, and an activation sample abo
 
 Every estimate is a median over a short window: on a shared machine a step now and then takes
 several times its usual time (the process was descheduled), and a mean would follow it.
+
+A clock makes what is recorded depend on how busy the machine was: the same seeded run then
+samples other steps, and its charts, table and findings differ from try to try. Where the
+panel trains (a :class:`~gradwidget.Run`) the schedule is a :class:`StepBudget` instead:
+intervals that follow the planned step count alone, so a seed gives one history anywhere.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["Schedule", "StepKind"]
+__all__ = ["Schedule", "StepBudget", "StepKind"]
 
 _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the cost
 # The diagnosis judges windows of 20 samples (40 loss points for a plateau), so the first ones
@@ -27,6 +32,34 @@ _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the 
 _FULL_GRADS, _FULL_SAMPLES = 40, 20
 _WARMUP_STEPS = 5  # first steps pay one-off costs; keep them out of the estimates
 _ADAPT_EVERY = 8  # steps between two decisions: the estimates move slowly anyway
+
+
+@dataclass(frozen=True)
+class StepBudget:
+    """Sampling intervals fixed by the step count, never by the clock.
+
+    Attributes
+    ----------
+    steps : int or None
+        The planned length of the run; None (e.g. batches of unknown number): the intervals
+        double as the run grows, still a function of the step alone.
+    points : int
+        Gradient captures to aim for over the run (default 200): ``steps // points`` between
+        two, so the diagnosis's window (the last tenth of the steps) holds about 20.
+    act_points : int
+        Activation samples to aim for (default 100), never closer than ``act_every``.
+    """
+
+    steps: int | None
+    points: int = 200
+    act_points: int = 100
+
+    def intervals(self, act_every: int, step: int = 0) -> tuple[int, int]:
+        """The gradient and the activation interval in force at ``step``."""
+        # Unknown length: a power of two at most the steps so far (changes log(steps) times).
+        length = self.steps if self.steps is not None else 1 << max(step, 1).bit_length() - 1
+        grad_every = max(1, length // self.points)
+        return grad_every, max(act_every, length // self.act_points) if act_every else 0
 
 
 @dataclass(frozen=True)
@@ -61,18 +94,22 @@ class Schedule:
 
     Parameters
     ----------
-    budget : float or None
-        Largest fraction of a plain training step that recording may cost; None: no limit
-        (gradients every step, activations every ``act_every`` steps).
+    budget : float, StepBudget or None
+        Largest fraction of a plain training step that recording may cost; a
+        :class:`StepBudget`: intervals from the step count alone; None: no limit (gradients
+        every step, activations every ``act_every`` steps).
     act_every : int
         Shortest interval between activation samples (0: none).
     """
 
-    def __init__(self, budget: float | None, act_every: int) -> None:
-        self.budget = budget
+    def __init__(self, budget: float | StepBudget | None, act_every: int) -> None:
+        self.plan = budget if isinstance(budget, StepBudget) else None
+        self.budget = None if self.plan is not None else budget  # the time budget
         self.act_every = act_every
         self.grad_every = 1
         self.act_interval = act_every
+        if self.plan is not None:
+            self.grad_every, self.act_interval = self.plan.intervals(act_every)
         self._last_grads: int | None = None
         self._last_acts: int | None = None
         self._grads_taken = self._samples_taken = 0
@@ -90,6 +127,8 @@ class Schedule:
         Counted from the last capture, not ``step % grad_every``: when the interval changes, a
         modulo schedule can leave a gap of almost twice the interval.
         """
+        if self.plan is not None and self.plan.steps is None:
+            self.grad_every, self.act_interval = self.plan.intervals(self.act_every, step)
         last = self._last_grads
         due = force or last is None or step - last >= self.grad_every
         if due:
@@ -109,6 +148,8 @@ class Schedule:
 
     def observe(self, step: int, entered: float, left: float, kind: StepKind) -> None:
         """Take the times of one ``capture`` call and adapt the intervals."""
+        if self.budget is None:
+            return  # no time budget: nothing to measure
         previous, self._left = self._left, left
         after, self._previous = self._previous, kind
         if previous is None or step < _WARMUP_STEPS:
@@ -168,8 +209,7 @@ class Schedule:
         return own + spill
 
     def _adapt(self) -> None:
-        if self.budget is None:
-            return
+        assert self.budget is not None  # observe() adapts under a time budget only
         for window in (self._clean, self._after_grads, self._any, self._tick, self._grads):
             window.refresh()
         self._sample.refresh()

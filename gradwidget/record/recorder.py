@@ -33,7 +33,7 @@ from ..errors import GradWidgetError
 from ..history import History
 from ..logs.writer import LogWriter
 from ._amp import AmpState, read_scaler
-from ._budget import Schedule, StepKind
+from ._budget import Schedule, StepBudget, StepKind
 from ._layers import Layers, UpdateTracker, find_layers, squares
 from ._tick_ring import Ticks, TickTag, as_loss
 from ._transfer import HostLink
@@ -67,9 +67,11 @@ class Recorder:
         0: never); the budget may space them further.
     capacity : int
         Points kept per series in the bounded :class:`~gradwidget.History`.
-    budget : float or None
+    budget : float, StepBudget or None
         Largest fraction of a training step that recording may cost, all of it together:
-        gradient captures, activation samples, update ratios and the per-step tick. None:
+        gradient captures, activation samples, update ratios and the per-step tick. A
+        :class:`~gradwidget.record._budget.StepBudget` (what a training ``Run`` uses):
+        intervals from the step count alone, the same on any machine. None:
         gradients every step and activations every ``act_every`` steps. Under FSDP2 always
         None: every rank must capture the same steps (see :mod:`gradwidget.record.distributed`).
     log_dir : str or Path, optional
@@ -94,7 +96,7 @@ class Recorder:
         *,
         act_every: int | None = 10,
         capacity: int = 1024,
-        budget: float | None = 0.03,
+        budget: float | StepBudget | None = 0.03,
         log_dir: str | Path | None = None,
     ) -> None:
         model = unwrap(model)  # DDP's wrapper: the layers are the user's module's

@@ -4,8 +4,8 @@ Every remedy is one record of :data:`REGISTRY` (name, label, group, order, targe
 Model remedies work on a deep copy: the model passed in, its parameters and its hooks are never
 changed. Forward/backward hooks (a Recorder's, or yours) are not carried into the copy, so the
 copy can be recorded on its own; torch's own hook objects (old-style weight/spectral norm) are.
-Training remedies (``clip_grad``, ``lower_lr``) return new :class:`~gradwidget.TrainConfig`
-settings instead.
+Training remedies (``clip_grad``, ``lower_lr``, ``raise_lr``, ``adam``) return new
+:class:`~gradwidget.TrainConfig` settings instead.
 
 Layers inside torch's own composite modules (``nn.LSTM``, ``nn.MultiheadAttention``,
 ``nn.TransformerEncoderLayer`` ...) are left alone: torch reads their weights directly, so

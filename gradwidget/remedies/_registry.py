@@ -14,7 +14,7 @@ from ._init import plan_init
 from ._norm import plan_norm
 from ._plan import Plan
 from ._residual import plan_residual
-from ._training import plan_clip_grad, plan_lower_lr
+from ._training import plan_adam, plan_clip_grad, plan_lower_lr, plan_raise_lr
 
 
 class Group(Enum):
@@ -100,5 +100,8 @@ REGISTRY: tuple[Remedy, ...] = (
     Remedy("residual", "Residual", Group.ARCHITECTURE, 20, _MODEL, lambda m, _: plan_residual(m)),
     Remedy("clip_grad", "Clip grad", Group.TRAINING, 50, _SETTINGS, lambda _, s: plan_clip_grad(s)),
     Remedy("lower_lr", "Lower LR", Group.TRAINING, 51, _SETTINGS, lambda _, s: plan_lower_lr(s)),
+    Remedy("raise_lr", "Raise LR", Group.TRAINING, 52, _SETTINGS, lambda _, s: plan_raise_lr(s)),
+    # First of its group: Adam sets its own rate, which lower_lr / raise_lr then scale.
+    Remedy("adam", "Adam", Group.TRAINING, 49, _SETTINGS, lambda _, s: plan_adam(s)),
 )  # fmt: skip
 REMEDIES: dict[str, Remedy] = {remedy.name: remedy for remedy in REGISTRY}

@@ -20,6 +20,7 @@ from torch import nn
 from ..datasets import Dataset
 from ..errors import DataError, GradWidgetError, TrainingError
 from ..history import History
+from ..record._budget import StepBudget
 from ..record.recorder import Recorder
 from . import messages
 from .batches import BatchSource, as_source
@@ -195,7 +196,9 @@ class Run:
             if self.config.epochs is not None and per_epoch is not None:
                 self.total_steps = self.config.epochs * per_epoch
             if self.recorder is None:
-                self.recorder = Recorder(self.model, act_every=self.config.act_every)
+                # Sampled by step count, not by the clock: one seed, one history, anywhere.
+                budget = StepBudget(self.total_steps)
+                self.recorder = Recorder(self.model, act_every=self.config.act_every, budget=budget)
         except Exception as exc:
             self._fail(exc)
             self._release()
