@@ -139,8 +139,8 @@ def _zoo() -> tuple[Setup, ...]:
         # large at a small rate (the gradient grows on its way back), ReLU weights five times
         # too large, or a learning rate far too large (both end in NaN)
         S("digits tanh MLP x10 init N(6)", EXP, d, normal(mlp(d, 10, 64, "tanh"), 6.0), lr(0.01)),
-        S("cancer tanh MLP x12 init N(8)", EXP, c, normal(mlp(c, 12, 64, "tanh"), 8.0), lr(0.01)),
-        S("cancer tanh MLP x10 init N(6)", EXP, c, normal(mlp(c, 10, 64, "tanh"), 6.0), lr(0.01)),
+        S("digits tanh MLP x12 init N(6)", EXP, d, normal(mlp(d, 12, 64, "tanh"), 6.0), lr(0.01)),
+        S("cancer tanh MLP x12 init N(8)", EXP, c, normal(mlp(c, 12, 64, "tanh"), 8.0), lr(1e-3)),
         S("digits ReLU MLP x10 init x5", EXP, d, mlp(d, 10, 64, "relu", 5.0), lr(0.01)),
         S("spirals ReLU MLP x10 init x5", EXP, s, mlp(s, 10, 32, "relu", 5.0), lr(0.01)),
         S("digits ReLU CNN x6 init x6", EXP, d, cnn(6, "relu", 6.0), lr(0.01)),
@@ -163,8 +163,9 @@ def _zoo() -> tuple[Setup, ...]:
         S("spirals ReLU MLP x3 lr 1.5", OSC, s, mlp(s, 3, 64, "relu"), lr(1.5)),
         S("spirals ReLU MLP x3 lr 2", OSC, s, mlp(s, 3, 64, "relu"), lr(2.0)),
         S("spirals ReLU MLP x4 lr 1", OSC, s, mlp(s, 4, 64, "relu"), lr(1.0)),
-        S("cancer ReLU MLP x3 lr 3", OSC, c, mlp(c, 3, 64, "relu"), lr(3.0)),
-        S("digits ReLU CNN x2 lr 0.8", OSC, d, cnn(2, "relu"), lr(0.8)),
+        S("spirals ReLU MLP x3 lr 1.5, seed 1", OSC, s, mlp(s, 3, 64, "relu"), lr(1.5, seed=1)),
+        S("digits ReLU MLP x3 lr 1, batch 16", OSC, d, mlp(d, 3, 64, "relu"), lr(1, batch_size=16)),
+        S("digits ReLU CNN x2 lr 0.5, batch 16", OSC, d, cnn(2, "relu"), lr(0.5, batch_size=16)),
         # slow convergence (AUTOTRAINER's; our plateau is its stalled end): a learning rate
         # far too small
         S("digits ReLU MLP x3 lr 1e-3", SLOW, d, mlp(d, 3, 64, "relu"), lr(1e-3)),

@@ -42,12 +42,16 @@ class TrialHost(Protocol):
     ----------
     config : TrainConfig
         The training settings every run starts from (steps, seed, ...).
-    initial : torch.nn.Module
-        The untrained initial model; read only (``remedies.check`` / ``suggest``).
+    initial_model : torch.nn.Module or None
+        The untrained model every run starts from; read only (``remedies.suggest``). None
+        when there is no model to fix (a followed log).
     """
 
     config: TrainConfig
-    initial: nn.Module
+
+    @property
+    def initial_model(self) -> nn.Module | None:
+        """The copy every run starts from, or None."""
 
     def baseline(self) -> Run | None:
         """The finished run without fixes, or None when there is none yet."""
@@ -80,7 +84,7 @@ class DetachedHost:
                 "Find a fix trains the model, so it needs data: pass a gw.datasets.Dataset, "
                 "(X, y) tensors or a DataLoader, e.g. gw.autofix(model, gw.datasets.digits())."
             )
-        self.initial = apply_remedies(model, (), config.seed, config)
+        self.initial_model = apply_remedies(model, (), config.seed, config)
         self.data, self.config = data, config
         self.runs: list[tuple[str, Run]] = []  # (role, run), in launch order
 
@@ -93,7 +97,7 @@ class DetachedHost:
         """Start a run of a remedied copy of the initial model (see :class:`TrialHost`)."""
         model_names, settings_names = split(fixes)
         config = apply_settings(dataclasses.replace(self.config, steps=steps), settings_names)
-        model = apply_remedies(self.initial, model_names, self.config.seed, config)
+        model = apply_remedies(self.initial_model, model_names, self.config.seed, config)
         run = Run(model, self.data, config, name=label)
         self.runs.append((role, run))
         return run.start()
@@ -349,7 +353,10 @@ class Autofix:
         if not findings:
             return self._result(findings, baseline, _healthy(baseline))
         titles = _and([_lower(f.title) for f in findings])
-        fix_sets = candidates(findings, self.host.initial, self.host.config)
+        model = self.host.initial_model
+        if model is None:
+            raise GradWidgetError("A followed log has no model to fix: fix the job's model.")
+        fix_sets = candidates(findings, model, self.host.config)
         if not fix_sets:
             return self._result(findings, baseline, f"The diagnosis ({titles}) suggests no fix.")
         base = _standing(baseline, self.trial_steps, findings)
@@ -366,6 +373,8 @@ class Autofix:
 
     def _baseline(self) -> tuple[Run, str]:
         run, note = self.host.baseline(), ""
+        if run is not None and run.state not in (RunState.FINISHED, RunState.DIVERGED):
+            run = None  # a stopped or failed run is not the whole story: train a new one
         if run is None:
             self.progress = f"Training the baseline (no fix, {self.host.config.steps} steps) ..."
             steps = self.host.config.steps
