@@ -161,7 +161,7 @@ def test_candidates_try_each_fix_alone_first_then_one_per_group_combinations() -
     sets = candidates(findings, _digits_mlp(8, "sigmoid"), gw.TrainConfig())
     suggested = KINDS["vanishing"][2]
     assert sets[: len(suggested)] == [(n,) for n in suggested]
-    assert all(len({REMEDIES[n].group for n in s}) == len(s) for s in sets)
+    assert all(len({REMEDIES[n].group for n in s}) == len(s) for s in sets)  # all of one kind
     assert len(set(sets)) == len(sets) and max(map(len, sets)) == len(suggested)
     sizes = [len(s) for s in sets]
     assert sizes == sorted(sizes)
@@ -172,3 +172,13 @@ def test_nan_findings_also_try_the_exploding_fixes_such_as_he_init() -> None:
     singles = [s[0] for s in sets if len(s) == 1]
     assert singles[: len(KINDS["non_finite"][2])] == list(KINDS["non_finite"][2])
     assert "he_init" in singles
+
+
+def test_training_fixes_combine_only_where_each_changes_something() -> None:
+    findings = (_finding("non_finite"), _finding("oscillating"), _finding("slow_convergence"))
+    sets = candidates(findings, _digits_mlp(4, "relu"), gw.TrainConfig())
+    as_sets = [set(s) for s in sets]
+    assert {"clip_grad", "lower_lr"} in as_sets  # clipped and smaller steps: both matter
+    assert {"raise_lr", "adam"} in as_sets  # Adam at ten times its usual rate
+    assert not any({"lower_lr", "raise_lr"} <= set(s) for s in sets)  # they cancel
+    assert not any({"relu", "leaky_relu"} <= set(s) for s in sets)  # one activation

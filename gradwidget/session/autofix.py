@@ -23,10 +23,18 @@ from torch import nn
 from ..diagnose.findings import KINDS
 from ..diagnose.rules import Finding, Severity, diagnose
 from ..errors import GradWidgetError, RemedyNotApplicable
-from ..remedies import LABELS, REMEDIES, apply_remedies, apply_settings, split, suggest
+from ..remedies import LABELS, REMEDIES, Target, apply_remedies, apply_settings, split, suggest
 from ..train.training import Run, RunState, TrainConfig
 
-__all__ = ["Autofix", "AutofixResult", "DetachedHost", "Trial", "TrialHost", "autofix"]
+__all__ = [
+    "Autofix",
+    "AutofixResult",
+    "DetachedHost",
+    "Trial",
+    "TrialHost",
+    "autofix",
+    "candidates",
+]
 
 DEFAULT_BUDGET_S = 60.0  # the tutorial's 10-layer sigmoid MLP needs about 10 s of it
 MAX_TRIALS = 16  # four suggested fixes of four groups make 15 fix sets
@@ -222,20 +230,37 @@ def candidates(
     ranks = {name: i for i, name in enumerate(ranked)}
     sets = []
     for size in range(1, len(ranked) + 1):
-        combos = [c for c in itertools.combinations(ranked, size) if _one_per_group(c)]
+        combos = [c for c in itertools.combinations(ranked, size) if _compatible(c, config)]
         sets += sorted(combos, key=lambda c: sum(ranks[n] for n in c))
     return sets
 
 
 def _also(kind: str) -> tuple[str, ...]:
-    """Fixes worth a trial beyond a kind's own: NaN/Inf is where exploding gradients end
-    (AUTOTRAINER counts it as theirs), and weights initialised too large cause both."""
-    return KINDS["exploding"][2] if kind == "non_finite" else ()
+    """Fixes worth a trial beyond a kind's own, for causes the rules cannot see: weights
+    initialised too large end in NaN as exploding gradients do (AUTOTRAINER counts NaN as
+    exploding), and saturate sigmoid/tanh units (a fresh Glorot init rescales them)."""
+    return {"non_finite": KINDS["exploding"][2], "saturation": ("xavier_init",)}.get(kind, ())
 
 
-def _one_per_group(names: tuple[str, ...]) -> bool:
-    groups = [REMEDIES[n].group for n in names]
-    return len(set(groups)) == len(groups)
+def _compatible(names: tuple[str, ...], config: TrainConfig) -> bool:
+    """One fix per exclusive group (activation, init, norm), and training fixes only where
+    each changes what the others leave: clip + lower LR, Adam + raise LR, never lower + raise
+    LR (rates compared to 6 digits: 0.1 * 10 is not quite 1)."""
+    try:
+        split(names)
+    except ValueError:
+        return False
+    training = [n for n in names if REMEDIES[n].target is Target.SETTINGS]
+    try:
+        whole = _rounded(apply_settings(config, training))
+    except RemedyNotApplicable:
+        return False
+    subsets = (c for k in range(len(training)) for c in itertools.combinations(training, k))
+    return all(_rounded(apply_settings(config, subset)) != whole for subset in subsets)
+
+
+def _rounded(config: TrainConfig) -> TrainConfig:
+    return dataclasses.replace(config, lr=float(f"{config.lr:.6g}"))
 
 
 def _label(fixes: tuple[str, ...]) -> str:
@@ -382,7 +407,7 @@ class Autofix:
             note = self._follow(run)
         if run.state is RunState.FAILED:
             raise run.error or GradWidgetError(run.message)
-        self._speed = run.steps_per_s
+        self._speed = run.steps_per_s if run.step >= 50 else 0.0  # a few steps time set-up
         return run, note
 
     def _time_for_trial(self) -> bool:
