@@ -116,7 +116,8 @@ class Trial:
     """One short trial: its fixes, its standing at the end and its score.
 
     ``helped`` says whether it may win: it ran to its end, cleared a finding or improved the
-    metric by 2 points, lost no more than 2 points, and raised no new warning.
+    metric by 2 points, lost no more than 2 points, and raised no new warning (unless it
+    gained more than 10 points).
     """
 
     fixes: tuple[str, ...]
@@ -202,7 +203,8 @@ class _Standing:
         cleared = len(before - after) / max(len(before), 1)
         new = {f.kind for f in self.findings if f.severity > Severity.INFO} - before
         score = gain + 0.5 * cleared - 0.25 * len(new) - 0.01 * n_fixes  # fewer fixes on a tie
-        return score, gain >= -0.02 and (cleared > 0 or gain > 0.02) and not new
+        # A new warning vetoes a fix unless it buys more than 10 points of accuracy.
+        return score, gain >= -0.02 and (cleared > 0 or gain > 0.02) and (not new or gain > 0.1)
 
 
 def _standing(run: Run, upto: int, findings: tuple[Finding, ...] | None = None) -> _Standing:
@@ -571,10 +573,13 @@ def _healthy(baseline: Run) -> str:
 
 
 def _verdict(fixes: tuple[str, ...], findings: tuple[Finding, ...], base: Run, run: Run) -> str:
-    after = {f.kind for f in diagnose(run.history)}
-    gone = [_lower(f.title) for f in findings if f.kind not in after]
-    kept = [_lower(f.title) for f in findings if f.kind in after]
-    said = [f"{_and(gone)} gone" if gone else "", f"{_and(kept)} still there" if kept else ""]
+    after = diagnose(run.history)
+    before, now = {f.kind for f in findings}, {f.kind for f in after}
+    gone = [_lower(f.title) for f in findings if f.kind not in now]
+    kept = [_lower(f.title) for f in findings if f.kind in now]
+    new = [_lower(f.title) for f in after if f.kind not in before]
+    said = [f"{_and(gone)} gone" if gone else "", f"{_and(kept)} still there" if kept else "",
+            f"new: {_and(new)}" if new else ""]  # fmt: skip
     return f"{_label(fixes)}: {'; '.join(filter(None, said))}; {_metric(base, run)}"
 
 
