@@ -21,7 +21,7 @@ import numpy as np
 from torch import nn
 
 from ..diagnose.findings import KINDS
-from ..diagnose.rules import Finding, Severity, diagnose
+from ..diagnose.rules import Finding, Severity, Thresholds, diagnose
 from ..errors import GradWidgetError, RemedyNotApplicable
 from ..remedies import LABELS, REMEDIES, Target, apply_remedies, apply_settings, split, suggest
 from ..train.training import Run, RunState, TrainConfig
@@ -50,12 +50,15 @@ class TrialHost(Protocol):
     ----------
     config : TrainConfig
         The training settings every run starts from (steps, seed, ...).
+    thresholds : Thresholds
+        The limits the diagnosis of the baseline and of every trial uses.
     initial_model : torch.nn.Module or None
         The untrained model every run starts from; read only (``remedies.suggest``). None
         when there is no model to fix (a followed log).
     """
 
     config: TrainConfig
+    thresholds: Thresholds
 
     @property
     def initial_model(self) -> nn.Module | None:
@@ -84,9 +87,13 @@ class DetachedHost:
         As for :class:`~gradwidget.Run`.
     config : TrainConfig
         Settings of every run.
+    thresholds : Thresholds or None
+        Limits of the diagnosis (default ``Thresholds()``).
     """
 
-    def __init__(self, model: nn.Module, data: Any, config: TrainConfig) -> None:
+    def __init__(
+        self, model: nn.Module, data: Any, config: TrainConfig, thresholds: Thresholds | None = None
+    ) -> None:
         if data is None:
             raise GradWidgetError(
                 "Find a fix trains the model, so it needs data: pass a gw.datasets.Dataset, "
@@ -94,6 +101,7 @@ class DetachedHost:
             )
         self.initial_model = apply_remedies(model, (), config.seed, config)
         self.data, self.config = data, config
+        self.thresholds = thresholds or Thresholds()
         self.runs: list[tuple[str, Run]] = []  # (role, run), in launch order
 
     def baseline(self) -> Run | None:
@@ -207,7 +215,9 @@ class _Standing:
         return score, gain >= -0.02 and (cleared > 0 or gain > 0.02) and (not new or gain > 0.1)
 
 
-def _standing(run: Run, upto: int, findings: tuple[Finding, ...] | None = None) -> _Standing:
+def _standing(
+    run: Run, upto: int, thresholds: Thresholds, findings: tuple[Finding, ...] | None = None
+) -> _Standing:
     history = run.history
     curve = history.loss_curve()
     steps, losses = curve.steps, curve.last[:, 0].astype(np.float64)
@@ -218,7 +228,7 @@ def _standing(run: Run, upto: int, findings: tuple[Finding, ...] | None = None) 
     accuracy = history.series("test_accuracy")
     seen = accuracy.last[accuracy.steps < upto, 0]
     acc = float(seen[-1]) if seen.size else (0.0 if loss == np.inf else None)
-    found = tuple(diagnose(history)) if findings is None else findings
+    found = tuple(diagnose(history, thresholds)) if findings is None else findings
     return _Standing(loss, acc, found)
 
 
@@ -373,7 +383,7 @@ class Autofix:
     def _search(self) -> AutofixResult:
         self._deadline = time.perf_counter() + self.budget_s
         baseline, note = self._baseline()
-        findings = tuple(diagnose(baseline.history))
+        findings = tuple(diagnose(baseline.history, self.host.thresholds))
         if note:
             message = f"Stopped while training the baseline ({note})."
             return self._result(findings, baseline, message, stopped=True)
@@ -386,7 +396,7 @@ class Autofix:
         fix_sets = candidates(findings, model, self.host.config)
         if not fix_sets:
             return self._result(findings, baseline, f"The diagnosis ({titles}) suggests no fix.")
-        base = _standing(baseline, self.trial_steps, findings)
+        base = _standing(baseline, self.trial_steps, self.host.thresholds, findings)
         for fixes in fix_sets:
             if len(self.trials) >= self.max_trials or not self._time_for_trial():
                 break
@@ -431,7 +441,7 @@ class Autofix:
         note = self._follow(run, _watch(baseline, self.trial_steps))
         if run.state in (RunState.FAILED, RunState.DIVERGED):
             note = f"{run.state.value}: {run.message}"
-        mine = _standing(run, run.step)
+        mine = _standing(run, run.step, self.host.thresholds)
         score, helped = mine.score(base, len(fixes))
         kinds = tuple(f.kind for f in mine.findings)
         seconds = round(run.wall_time, 3)
@@ -462,7 +472,7 @@ class Autofix:
         self.progress = f"{label} won the trials; retraining it for {steps} steps ..."
         run = self.host.launch(best.fixes, steps=steps, label=label, role="winner")
         note = self._follow(run)
-        message = _verdict(best.fixes, findings, baseline, run)
+        message = _verdict(best.fixes, findings, baseline, run, self.host.thresholds)
         if note:
             message += f" (the full run was {note} at step {run.step} of {steps})"
         return self._result(findings, baseline, message, best.fixes, run, bool(note))
@@ -506,6 +516,7 @@ def autofix(
     budget_s: float = DEFAULT_BUDGET_S,
     trial_steps: int | None = None,
     max_trials: int = MAX_TRIALS,
+    thresholds: Thresholds | None = None,
     **train_config: Any,
 ) -> AutofixResult:
     """Find a fix for ``model`` on ``data`` without a panel (blocking).
@@ -526,6 +537,8 @@ def autofix(
         Steps per trial (default a quarter of ``steps``, at least 100).
     max_trials : int
         Most fix sets to try (default 16).
+    thresholds : Thresholds or None
+        Limits of the diagnosis (default ``gw.Thresholds()``).
     **train_config
         Fields of :class:`~gradwidget.TrainConfig` (``steps``, ``lr``, ``seed``, ...).
 
@@ -539,7 +552,7 @@ def autofix(
     GradWidgetError
         No data, or the baseline could not train (the message says why).
     """
-    host = DetachedHost(model, data, TrainConfig(**train_config))
+    host = DetachedHost(model, data, TrainConfig(**train_config), thresholds)
     search = Autofix(host, budget_s=budget_s, trial_steps=trial_steps, max_trials=max_trials)
     return search.run()
 
@@ -572,8 +585,10 @@ def _healthy(baseline: Run) -> str:
     return f"No finding on the baseline: nothing to fix ({_metric(baseline)})."
 
 
-def _verdict(fixes: tuple[str, ...], findings: tuple[Finding, ...], base: Run, run: Run) -> str:
-    after = diagnose(run.history)
+def _verdict(
+    fixes: tuple[str, ...], findings: tuple[Finding, ...], base: Run, run: Run, t: Thresholds
+) -> str:
+    after = diagnose(run.history, t)
     before, now = {f.kind for f in findings}, {f.kind for f in after}
     gone = [_lower(f.title) for f in findings if f.kind not in now]
     kept = [_lower(f.title) for f in findings if f.kind in now]
