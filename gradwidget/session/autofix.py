@@ -300,6 +300,8 @@ class Autofix:
         What the search is doing now, in a sentence (for a status line).
     result : AutofixResult or None
         Set when the search ends (also after ``stop()``).
+    trial_list : list of Trial
+        The trials so far, in the order run.
     error : GradWidgetError or None
         Why the search could not run (e.g. the baseline failed on the data).
     """
@@ -320,7 +322,7 @@ class Autofix:
         self.progress = "Not started."
         self.result: AutofixResult | None = None
         self.error: GradWidgetError | None = None
-        self.trials: list[Trial] = []
+        self.trial_list: list[Trial] = []
         self._stop, self._done = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
         self._deadline = 0.0
@@ -397,11 +399,12 @@ class Autofix:
         if not fix_sets:
             return self._result(findings, baseline, f"The diagnosis ({titles}) suggests no fix.")
         base = _standing(baseline, self.trial_steps, self.host.thresholds, findings)
+        of = min(len(fix_sets), self.max_trials)
         for fixes in fix_sets:
-            if len(self.trials) >= self.max_trials or not self._time_for_trial():
+            if len(self.trial_list) >= self.max_trials or not self._time_for_trial():
                 break
-            self._trial(fixes, base, baseline)
-        best = max((t for t in self.trials if t.helped), key=lambda t: t.score, default=None)
+            self._trial(fixes, base, baseline, of)
+        best = self._best()
         if self._stop.is_set():
             return self._result(findings, baseline, self._stopped(best))
         if best is None:
@@ -422,6 +425,10 @@ class Autofix:
         self._speed = run.steps_per_s if run.step >= 50 else 0.0  # a few steps time set-up
         return run, note
 
+    def _best(self) -> Trial | None:
+        """The best trial that helped; the earlier one on a tie."""
+        return max((t for t in self.trial_list if t.helped), key=lambda t: t.score, default=None)
+
     def _time_for_trial(self) -> bool:
         """Room for one more trial and the final retrain, at the slowest speed seen."""
         if self._stop.is_set():
@@ -431,9 +438,12 @@ class Autofix:
         need = (self.trial_steps + self.host.config.steps) / self._speed
         return time.perf_counter() + need <= self._deadline
 
-    def _trial(self, fixes: tuple[str, ...], base: _Standing, baseline: Run) -> None:
-        label = _label(fixes)
-        self.progress = f"Trial {len(self.trials) + 1}: {label} ({self.trial_steps} steps) ..."
+    def _trial(self, fixes: tuple[str, ...], base: _Standing, baseline: Run, of: int) -> None:
+        label, best = _label(fixes), self._best()
+        self.progress = (
+            f"Trial {len(self.trial_list) + 1} of up to {of}: {label} ({self.trial_steps} "
+            "steps) ..." + (f" Best so far: {_label(best.fixes)}." if best else "")
+        )
         try:
             run = self.host.launch(fixes, steps=self.trial_steps, label=label, role="trial")
         except (RemedyNotApplicable, ValueError):
@@ -447,7 +457,7 @@ class Autofix:
         seconds = round(run.wall_time, 3)
         trial = Trial(fixes, score, mine.loss, mine.accuracy, kinds, seconds, run.step,
                       helped and not note, note)  # fmt: skip
-        self.trials.append(trial)
+        self.trial_list.append(trial)
         if run.steps_per_s > 0 and not note:
             self._speed = min(self._speed, run.steps_per_s) if self._speed else run.steps_per_s
 
@@ -487,24 +497,24 @@ class Autofix:
         stopped: bool = False,
     ) -> AutofixResult:
         stopped = stopped or self._stop.is_set()
-        trials = tuple(self.trials)
+        trials = tuple(self.trial_list)
         return AutofixResult(findings, winner, run, baseline, message, trials, stopped)
 
     def _stopped(self, best: Trial | None) -> str:
-        text = f"Stopped after {len(self.trials)} trial{'s' * (len(self.trials) != 1)}"
+        text = f"Stopped after {len(self.trial_list)} trial{'s' * (len(self.trial_list) != 1)}"
         if best is None:
             return text + "; no fix had helped yet."
         return f"{text}; best so far: {_label(best.fixes)} (score {best.score:.2f}), not retrained."
 
     def _nothing_helped(self, titles: str) -> str:
-        if not self.trials:
+        if not self.trial_list:
             return (
                 f"No trial fitted in budget_s={self.budget_s:g} beside the final retrain: "
                 "give the search more time."
             )
-        best = max(self.trials, key=lambda t: t.score)
+        best = max(self.trial_list, key=lambda t: t.score)
         return (
-            f"Nothing helped: {len(self.trials)} trials, none cleared {titles} or improved on "
+            f"Nothing helped: {len(self.trial_list)} trials, none cleared {titles} or improved on "
             f"the baseline; the best, {_label(best.fixes)}, scored {best.score:.2f}."
         )
 
