@@ -67,6 +67,23 @@ def test_saturated_sigmoid_mlp_is_repaired() -> None:
     assert result.run.test_accuracy > result.baseline.test_accuracy + 0.1
 
 
+def test_oscillating_loss_is_repaired() -> None:
+    torch.manual_seed(0)
+    model = mlp("spirals", 3, 64, "relu")()
+    result = gw.autofix(model, data_for("spirals"), lr=2.0, **SHORT)
+    assert "oscillating" in {f.kind for f in result.findings}
+    assert result.winner and "oscillating" not in _kinds(result.run)
+    assert result.run.test_accuracy > result.baseline.test_accuracy + 0.2
+
+
+def test_a_learning_rate_too_small_is_repaired() -> None:
+    result = gw.autofix(_digits_mlp(3, "relu"), data_for("digits"), lr=1e-3, **SHORT)
+    assert {"plateau", "slow_convergence"} & {f.kind for f in result.findings}
+    assert {"adam", "raise_lr"} & set(result.winner)
+    assert not {"plateau", "slow_convergence"} & _kinds(result.run)
+    assert result.baseline.test_accuracy < 0.3 and result.run.test_accuracy > 0.9
+
+
 def test_a_healthy_net_gets_no_winner_and_a_message_saying_so() -> None:
     result = gw.autofix(_digits_mlp(4, "relu"), data_for("digits"), **SHORT)
     assert result.findings == () and result.winner == () and result.run is None
