@@ -84,6 +84,16 @@ def test_a_learning_rate_too_small_is_repaired() -> None:
     assert result.baseline.test_accuracy < 0.3 and result.run.test_accuracy > 0.9
 
 
+def test_without_a_test_split_the_loss_judges() -> None:
+    digits = data_for("digits")
+    tensors = (digits.x_train, digits.y_train)  # no test split: no test accuracy
+    result = gw.autofix(_digits_mlp(8, "sigmoid"), tensors, **SHORT)
+    assert result.winner and result.run.test_accuracy is None
+    assert all(t.accuracy is None for t in result.trial_list)
+    before, after = result.baseline.loss, result.run.loss
+    assert after < before / 2 and f"final loss {before:.3g} -> {after:.3g}" in result.message
+
+
 def test_a_healthy_net_gets_no_winner_and_a_message_saying_so() -> None:
     result = gw.autofix(_digits_mlp(4, "relu"), data_for("digits"), **SHORT)
     assert result.findings == () and result.winner == () and result.run is None
