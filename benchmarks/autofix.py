@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -98,7 +99,8 @@ def report(rows: list[Row], totals: dict[str, object], seconds: float) -> str:
         "# Find a fix: benchmark against AUTOTRAINER",
         "",
         f"`python -m benchmarks.autofix`: {totals['setups']} setups ({totals['broken']} broken, "
-        f"{totals['healthy']} healthy), default budget, one torch thread, {seconds:.0f} s in all.",
+        f"{totals['healthy']} healthy), default budget, one torch thread, {seconds:.0f} s in all "
+        f"(load average at start / end: {totals['load_avg_start_end']} on {os.cpu_count()} cores).",
         "",
         "| | gradwidget (this zoo) | AUTOTRAINER (published) |",
         "|---|---|---|",
@@ -147,12 +149,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    started, rows = time.perf_counter(), []
+    started, rows, load = time.perf_counter(), [], os.getloadavg()[0]
     for setup in (s for s in SETUPS if args.only in s.name):
         rows.append(evaluate(setup, args.budget))
         print(_line(rows[-1]), flush=True)
     seconds = time.perf_counter() - started
     totals = summary(rows)
+    # Other processes on the machine slow every run: say how busy it was.
+    totals["load_avg_start_end"] = f"{load:.1f} / {os.getloadavg()[0]:.1f}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "autofix" if not args.only else "autofix-partial"

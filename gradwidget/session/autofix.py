@@ -327,6 +327,7 @@ class Autofix:
         self._thread: threading.Thread | None = None
         self._deadline = 0.0
         self._speed = 0.0  # steps per second, the slowest seen (a norm layer slows a step)
+        self._cut = ""  # why fewer trials ran than planned, for the verdict
 
     # -- control ---------------------------------------------------------------------------
 
@@ -401,7 +402,12 @@ class Autofix:
         base = _standing(baseline, self.trial_steps, self.host.thresholds, findings)
         of = min(len(fix_sets), self.max_trials)
         for fixes in fix_sets:
-            if len(self.trial_list) >= self.max_trials or not self._time_for_trial():
+            if len(self.trial_list) >= self.max_trials:
+                break
+            if not self._time_for_trial():
+                # Under the budget the clock decides how many trials run: say so.
+                ran = len(self.trial_list)
+                self._cut = f" (budget_s={self.budget_s:g} left time for {ran} of {of} trials)"
                 break
             self._trial(fixes, base, baseline, of)
         best = self._best()
@@ -485,7 +491,7 @@ class Autofix:
         message = _verdict(best.fixes, findings, baseline, run, self.host.thresholds)
         if note:
             message += f" (the full run was {note} at step {run.step} of {steps})"
-        return self._result(findings, baseline, message, best.fixes, run, bool(note))
+        return self._result(findings, baseline, message + self._cut, best.fixes, run, bool(note))
 
     def _result(
         self,
@@ -515,7 +521,7 @@ class Autofix:
         best = max(self.trial_list, key=lambda t: t.score)
         return (
             f"Nothing helped: {len(self.trial_list)} trials, none cleared {titles} or improved on "
-            f"the baseline; the best, {_label(best.fixes)}, scored {best.score:.2f}."
+            f"the baseline; the best, {_label(best.fixes)}, scored {best.score:.2f}.{self._cut}"
         )
 
 
