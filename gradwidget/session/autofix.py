@@ -125,7 +125,7 @@ class Trial:
 
     ``helped`` says whether it may win: it ran to its end, cleared a finding or improved the
     metric by 2 points, lost no more than 2 points, and raised no new warning (unless it
-    gained more than 10 points).
+    gained more than 10 points on a baseline that did not diverge).
     """
 
     fixes: tuple[str, ...]
@@ -211,8 +211,10 @@ class _Standing:
         cleared = len(before - after) / max(len(before), 1)
         new = {f.kind for f in self.findings if f.severity > Severity.INFO} - before
         score = gain + 0.5 * cleared - 0.25 * len(new) - 0.01 * n_fixes  # fewer fixes on a tie
-        # A new warning vetoes a fix unless it buys more than 10 points of accuracy.
-        return score, gain >= -0.02 and (cleared > 0 or gain > 0.02) and (not new or gain > 0.1)
+        # A new warning vetoes a fix unless it buys more than 10 points over a baseline that
+        # trained (a diverged one scores 0: any finite run would beat it, dead or not).
+        worth_it = gain > 0.1 and bool(np.isfinite(base.loss))
+        return score, gain >= -0.02 and (cleared > 0 or gain > 0.02) and (not new or worth_it)
 
 
 def _standing(
