@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ import gradwidget as gw
 from benchmarks.autofix_zoo import data_for, mlp
 from gradwidget.diagnose.findings import KINDS, Finding, Severity
 from gradwidget.remedies import REMEDIES
-from gradwidget.session.autofix import Autofix, DetachedHost, candidates
+from gradwidget.session.autofix import Autofix, DetachedHost, _Standing, candidates
 
 SHORT = {"steps": 300, "trial_steps": 80, "max_trials": 4}
 
@@ -209,3 +210,17 @@ def test_training_fixes_combine_only_where_each_changes_something() -> None:
     assert {"raise_lr", "adam"} in as_sets  # Adam at ten times its usual rate
     assert not any({"lower_lr", "raise_lr"} <= set(s) for s in sets)  # they cancel
     assert not any({"relu", "leaky_relu"} <= set(s) for s in sets)  # one activation
+
+
+def test_scores_reward_accuracy_and_cleared_findings_and_veto_new_warnings() -> None:
+    vanishing, dead = (_finding("vanishing"),), (_finding("dead_units"),)
+    base = _Standing(2.3, 0.10, vanishing)
+    cured = _Standing(0.2, 0.95, ())
+    assert cured.score(base, 1) == (pytest.approx(0.85 + 0.5 - 0.01), True)
+    assert cured.score(base, 1)[0] > cured.score(base, 2)[0]  # fewer fixes win a tie
+    assert not _Standing(2.3, 0.11, vanishing).score(base, 1)[1]  # nothing cleared or gained
+    assert not _Standing(np.inf, 0.0, ()).score(base, 1)[1]  # diverged
+    assert not _Standing(2.0, 0.15, dead).score(base, 1)[1]  # a new warning, small gain
+    assert _Standing(0.5, 0.80, dead).score(base, 1)[1]  # forgiven: 70 points better
+    diverged = _Standing(np.inf, 0.0, (_finding("non_finite"),))
+    assert not _Standing(1.1, 0.33, dead).score(diverged, 1)[1]  # finite but dead: no
