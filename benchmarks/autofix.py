@@ -127,19 +127,16 @@ def report(rows: list[Row], totals: dict[str, object], seconds: float) -> str:
 
 
 def _line(r: Row) -> str:
-    acc = (
-        f"{_pct(r.accuracy_before)} -> {_pct(r.accuracy_after)}"
-        if r.winner
-        else _pct(r.accuracy_before)
-    )
+    before = _pct(r.accuracy_before, "diverged")  # every zoo set has a test split
+    acc = f"{before} -> {_pct(r.accuracy_after)}" if r.winner else before
     fixes = " + ".join(gw.remedies.LABELS[n] for n in r.winner) or "-"
     found = ", ".join(r.found) or "-"
     ok = "-" if r.kind is None else ("yes" if r.repaired else "no")
     return f"| {r.name} | {r.kind or 'healthy'} | {found} | {fixes} | {acc} | {ok} | {r.seconds} |"
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
+def _pct(value: float | None, missing: str = "n/a") -> str:
+    return missing if value is None else f"{100 * value:.1f} %"
 
 
 def main(argv: list[str] | None = None) -> None:
