@@ -36,7 +36,7 @@ __all__ = [
     "candidates",
 ]
 
-DEFAULT_BUDGET_S = 60.0  # the tutorial's 10-layer sigmoid MLP needs about 10 s of it
+DEFAULT_BUDGET_S = 60.0  # the tutorial's sigmoid MLP takes 6-7 s of it, 20 s on a busy machine
 MAX_TRIALS = 16  # four suggested fixes of four groups make 15 fix sets
 _POLL_S = 0.1  # how often a trial's loss is checked (and a Stop noticed)
 _DIVERGING = 4.0  # a trial whose recent loss is 4x its first losses is blowing up
