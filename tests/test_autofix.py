@@ -7,7 +7,9 @@ full zoo is the benchmark's (``python -m benchmarks.autofix``).
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,3 +226,16 @@ def test_scores_reward_accuracy_and_cleared_findings_and_veto_new_warnings() -> 
     assert _Standing(0.5, 0.80, dead).score(base, 1)[1]  # forgiven: 70 points better
     diverged = _Standing(np.inf, 0.0, (_finding("non_finite"),))
     assert not _Standing(1.1, 0.33, dead).score(diverged, 1)[1]  # finite but dead: no
+
+
+def test_the_benchmark_writes_its_comparison_with_autotrainer(tmp_path: Path) -> None:
+    from benchmarks import autofix as bench
+
+    bench.main(["--only", "cancer ReLU MLP x4 lr 20", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "autofix-partial.json").read_text())
+    (row,) = results["rows"]
+    assert row["kind"] == "exploding" and "non_finite" in row["found"] and row["detected"]
+    assert row["repaired"] == (row["accuracy_after"] >= bench.BARS["breast_cancer"])
+    assert results["totals"]["detection"] == "1/1 (100.0 %)"
+    text = (tmp_path / "autofix-partial.md").read_text()
+    assert "| repair |" in text and "98.42 %" in text and "cancer ReLU MLP x4 lr 20" in text
