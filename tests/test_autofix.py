@@ -239,3 +239,11 @@ def test_the_benchmark_writes_its_comparison_with_autotrainer(tmp_path: Path) ->
     assert results["totals"]["detection"] == "1/1 (100.0 %)"
     text = (tmp_path / "autofix-partial.md").read_text()
     assert "| repair |" in text and "98.42 %" in text and "cancer ReLU MLP x4 lr 20" in text
+
+
+def test_a_search_stopped_before_it_starts_is_done_and_cannot_start() -> None:
+    host = DetachedHost(_digits_mlp(3, "relu"), data_for("digits"), gw.TrainConfig(steps=50))
+    search = Autofix(host)
+    assert search.stop() is None and search.done and host.runs == []
+    with pytest.raises(RuntimeError, match="make a new one"):
+        search.start()

@@ -335,8 +335,8 @@ class Autofix:
 
     def start(self) -> Autofix:
         """Search on a daemon thread; returns at once (``self``)."""
-        if self._thread is not None:
-            raise RuntimeError("This search was started before: make a new one.")
+        if self._thread is not None or self._done.is_set():
+            raise RuntimeError("This search was started or stopped before: make a new one.")
         self._thread = threading.Thread(target=self._execute, name="gradwidget-autofix")
         self._thread.daemon = True
         self._thread.start()
@@ -345,6 +345,9 @@ class Autofix:
     def stop(self, timeout: float | None = 2.0) -> AutofixResult | None:
         """Stop the run in progress and end the search; the result so far."""
         self._stop.set()
+        if self._thread is None:  # never started: nothing to wait for
+            self.progress = "Stopped before it started."
+            self._done.set()
         return self.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> AutofixResult | None:
