@@ -158,9 +158,7 @@ def test_fraction_thresholds(metric: str, kind: str, limit: float, offset: float
 def plateau_loss(last_improvement: float) -> np.ndarray:
     """Flat at 2.0, then the last half window lower by ``last_improvement`` (relative)."""
     half = T.plateau_window // 2
-    return np.r_[
-        np.full(2 * T.plateau_window - half, 2.0), np.full(half, 2.0 * (1 - last_improvement))
-    ]
+    return np.r_[np.full(T.loss_steps - half, 2.0), np.full(half, 2.0 * (1 - last_improvement))]
 
 
 @pytest.mark.parametrize(("improvement", "fires"), [(0.009, True), (0.011, False)])
@@ -170,9 +168,9 @@ def test_plateau_threshold(improvement: float, fires: bool) -> None:
 
 
 def test_no_plateau_once_the_loss_has_halved() -> None:
-    halved = np.r_[np.full(T.plateau_window, 2.0), np.full(T.plateau_window, 0.99)]
+    halved = np.r_[np.full(T.loss_steps - T.plateau_window, 2.0), np.full(T.plateau_window, 0.99)]
     assert kinds(history_with(loss=halved)) == []
-    assert kinds(history_with(loss=np.full(T.plateau_window - 1, 2.0))) == []  # too short
+    assert kinds(history_with(loss=np.full(T.loss_steps - 1, 2.0))) == []  # too early to judge
 
 
 # -- windows: noise does not fire, the recent past decides --------------------------------------
@@ -225,11 +223,11 @@ def test_a_single_non_finite_gradient_survives_compaction() -> None:
 
 
 def test_most_severe_first() -> None:
-    counts = np.zeros((2 * T.plateau_window, 3))
+    counts = np.zeros((T.loss_steps, 3))
     counts[-1] = (1, 0, 0)
     history = history_with(
-        loss=np.full(2 * T.plateau_window, 2.0),
-        grad_norm=rows(1e-8, 1e-3, 1e-1, n=2 * T.plateau_window),
+        loss=np.full(T.loss_steps, 2.0),
+        grad_norm=rows(1e-8, 1e-3, 1e-1, n=T.loss_steps),
         nonfinite=counts,
     )
     findings = diagnose(history)
@@ -250,11 +248,11 @@ def test_vanishing_names_layers_and_explains_with_numbers() -> None:
 
 def test_every_finding_offers_known_remedies_and_a_title() -> None:
     history = history_with(
-        grad_norm=rows(1e3, 1.0, 1.0),
-        dead_frac=rows(0.9, 0.9, math.nan),
-        saturated_frac=rows(0.9, math.nan, math.nan),
-        loss=np.r_[np.full(T.plateau_window, 2.0), math.nan],
-        nonfinite=rows(0, 0, 1),
+        grad_norm=rows(1e3, 1.0, 1.0, n=T.loss_steps),
+        dead_frac=rows(0.9, 0.9, math.nan, n=T.loss_steps),
+        saturated_frac=rows(0.9, math.nan, math.nan, n=T.loss_steps),
+        loss=np.r_[np.full(T.loss_steps, 2.0), math.nan],
+        nonfinite=rows(0, 0, 1, n=T.loss_steps),
     )
     findings = diagnose(history)
     assert {f.kind for f in findings} == {
@@ -399,3 +397,72 @@ def test_zoo_healthy_nets_have_no_finding(make: Callable[[], nn.Sequential]) -> 
     assert diagnose(history) == []
     assert T.vanishing_ratio < torch_grad_ratio(model) < T.exploding_ratio
     assert history.loss[-20:].mean() < 0.5 * history.loss[:20].mean()  # it really learns
+
+
+# -- the rules added from AUTOTRAINER's problem set, and the update ratio --------------------
+
+
+@pytest.mark.parametrize(("factor", "fires"), [(0.99, True), (1.01, False)])
+def test_update_ratio_gap_threshold(factor: float, fires: bool) -> None:
+    ratios = rows(factor * T.update_gap * 1e-2, 1e-3, 1e-2)
+    found = [f for f in diagnose(history_with(update_ratio=ratios)) if f.kind == "update_ratio"]
+    assert [f.layers for f in found] == ([("in",)] if fires else [])
+    if fires:
+        assert found[0].evidence["gap"] == pytest.approx(factor * T.update_gap, rel=1e-4)
+        assert "1.0e-02" in found[0].message and found[0].remedies[0] == "adam"
+
+
+def test_update_ratio_too_large_and_frozen_layers() -> None:
+    wild = only(history_with(update_ratio=rows(0.2, 0.1, 0.1)), "update_ratio")
+    assert wild.layers == ("in",) and wild.evidence["largest_ratio"] == pytest.approx(0.2)
+    # A frozen layer moves by exactly 0: nothing to judge, not "updating too little".
+    assert kinds(history_with(update_ratio=rows(0.0, 1e-3, 1e-3))) == []
+
+
+def noisy(level: np.ndarray, seed: int = 0, spread: float = 0.05) -> np.ndarray:
+    """Per-step losses around ``level``, with minibatch-like multiplicative noise."""
+    rng = np.random.default_rng(seed)
+    return level * np.exp(rng.normal(0, spread, level.size))
+
+
+def test_a_loss_that_swings_is_oscillating_not_a_plateau() -> None:
+    steps = np.arange(400)
+    level = np.r_[np.linspace(2.3, 0.8, 200), 1.2 + 0.6 * np.sin(steps[200:] / 6)]
+    finding = only(history_with(train_loss=noisy(level)), "oscillating")
+    assert finding.evidence["swing"] >= T.oscillation or finding.evidence["rebound"] >= 0.25
+    assert {"plateau", "slow_convergence"}.isdisjoint(kinds(history_with(train_loss=noisy(level))))
+
+
+def test_a_converged_noisy_loss_is_healthy() -> None:
+    level = np.r_[np.linspace(2.3, 0.05, 200), np.full(200, 0.05)]
+    assert kinds(history_with(train_loss=noisy(level, spread=0.6))) == []
+
+
+def test_an_accuracy_falling_far_below_its_best_is_oscillating() -> None:
+    history = history_with(train_loss=noisy(np.linspace(2.3, 0.2, 400)))
+    accuracy = (0.5, 0.8, 0.9, 0.92, 0.9, 0.6, 0.62, 0.65)
+    for step, value in zip(range(0, 400, 50), accuracy, strict=True):
+        history.append("test_accuracy", step, value)
+    finding = only(history, "oscillating")
+    assert finding.evidence["accuracy_drop"] == pytest.approx(0.32, abs=1e-6)
+    assert "test accuracy fell 32%" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("end", "kind"),
+    [(2.0, "slow_convergence"), (1.3, None), (2.295, "plateau")],  # 1.3: halving within reach
+)
+def test_slow_convergence_against_plateau(end: float, kind: str | None) -> None:
+    loss = noisy(np.linspace(2.3, end, 400), spread=0.01)
+    assert kinds(history_with(train_loss=loss)) == ([kind] if kind else [])
+
+
+@pytest.mark.parametrize(("fall", "fires"), [(0.0, False), (0.4, True)])
+def test_batch_accuracy_noise_is_not_a_swing_but_a_fall_is(fall: float, fires: bool) -> None:
+    # Batches of 8 at 80 %: +-14 points from batch to batch; no test accuracy recorded.
+    history = history_with(train_loss=noisy(np.linspace(2.3, 0.5, 400)))
+    rng = np.random.default_rng(0)
+    for step in range(0, 400, 5):
+        level = 0.8 - (fall if step >= 300 else 0.0)
+        history.append("accuracy", step, float(np.clip(level + rng.normal(0, 0.14), 0, 1)))
+    assert ("oscillating" in kinds(history)) is fires

@@ -20,6 +20,7 @@ import gradwidget as gw
 from gradwidget.diagnose.rules import Thresholds, diagnose
 from gradwidget.diagnose.windows import recent
 from gradwidget.history import History
+from gradwidget.record._budget import Schedule, StepBudget, StepKind
 
 T = Thresholds()
 
@@ -174,3 +175,28 @@ def test_a_seeded_run_records_the_same_history_on_a_slow_machine(digits) -> None
     assert slow.wall_time > 1.5 * fast.wall_time  # the slowing really happened
     assert _recorded(slow.history) == _recorded(fast.history)
     assert diagnose(slow.history) == diagnose(fast.history) != []
+
+
+@pytest.mark.parametrize("steps", [400, 1000, None])
+def test_a_step_budget_decides_by_step_alone(steps: int | None) -> None:
+    def captured(clock_scale: float) -> tuple[list[int], list[int]]:
+        schedule = Schedule(StepBudget(steps), act_every=10)
+        grads, acts = [], []
+        for step in range(steps or 3000):
+            if schedule.grads_due(step, force=False):
+                grads.append(step)
+            if schedule.acts_due(step):
+                schedule.sampled(step)
+                acts.append(step)
+            t = step * clock_scale  # however long the steps took, nothing may change
+            schedule.observe(step, t, t + clock_scale / 2, StepKind(True, False, False))
+        return grads, acts
+
+    (grads, acts), slowed = captured(1e-3), captured(5.0)
+    assert (grads, acts) == slowed
+    assert grads[:40] == list(range(40)) and acts[:20] == list(range(0, 200, 10))
+    n = steps or 3000
+    late = [s for s in grads if s >= 0.9 * n]
+    assert len(late) >= 10  # the diagnosis's window (the last tenth) is well filled
+    # Known length: about 100 captures; unknown: about 100 per doubling of the run.
+    assert len(grads) <= (40 + 100 if steps else 100 * (np.log2(n / 100) + 2))

@@ -31,9 +31,11 @@ class Thresholds:
         Gradient and unit rules judge the last ``window_fraction`` (default ``0.1``) of the
         steps seen, and at least ``window`` steps (default 20).
     min_samples : int
-        Finite points a series needs inside its window before a rule judges it (default 5,
-        so a median outvotes two odd points). A series sampled too sparsely for that has its
-        window grown back, point by point, but never past the last ``window_limit`` of the run.
+        Finite points a series needs inside its window before a rule judges it (default 3: a
+        median outvotes one odd point, and the time budget's thinnest sampling, every 64
+        steps, leaves 3 in the last half of a 400-step run). A series sampled too sparsely for
+        that has its window grown back, point by point, but never past the last
+        ``window_limit`` of the run.
     window_limit : float
         The largest part of the run a window may grow back to (default ``0.5``).
     vanishing_ratio, vanishing_first_norm : float
@@ -51,6 +53,10 @@ class Thresholds:
         The loss rules read the every-step loss over the last ``loss_fraction`` (default
         ``0.2``, twice the gradient window: a loss needs a longer view to tell slow progress
         from none) of the steps seen, and at least ``plateau_window`` steps (default 40).
+    loss_steps : int
+        The loss rules judge from this step on (default 100): a loss needs some steps to start
+        falling (AUTOTRAINER judges from 30 % of the planned epochs; a history does not know
+        its plan).
     plateau_improvement, plateau_level : float
         Plateau: the loss improved by less than ``0.01`` (1 %) from the first to the second
         half of its window while still above ``0.5`` times its starting value (our choice: a
@@ -87,6 +93,7 @@ class Thresholds:
     saturated_fraction: float = 0.5
     loss_fraction: float = 0.2
     plateau_window: int = 40
+    loss_steps: int = 100
     plateau_improvement: float = 0.01
     plateau_level: float = 0.5
     slow_factor: float = 1.0

@@ -27,7 +27,8 @@ def uneven_updates(history: History, t: Thresholds) -> Finding | None:
         return None
     last = ratios[judged[-1]]
     slow = np.isfinite(ratios) & (ratios > 0) & (ratios < t.update_gap * last)
-    wild = np.isfinite(ratios) & (ratios > t.update_high)
+    # Ratios are stored as float32 (0.1 -> 0.10000000149): compare at that precision.
+    wild = np.isfinite(ratios) & (ratios > np.float32(t.update_high))
     if not (slow.any() or wild.any()):
         return None
     parts = []

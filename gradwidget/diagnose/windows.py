@@ -60,6 +60,8 @@ def window_medians(series: Series, last: int, t: Thresholds) -> np.ndarray:
     finite = np.isfinite(tail)
     enough = finite.sum(axis=0) >= t.min_samples
     medians = np.full(tail.shape[1], np.nan)
+    if finite.all():  # the usual case; nanmedian is about 10x slower
+        return np.median(tail, axis=0) if tail.shape[0] >= t.min_samples else medians
     if enough.any():  # nanmedian only on columns that have data: no all-NaN warnings
         medians[enough] = np.nanmedian(np.where(finite, tail, np.nan)[:, enough], axis=0)
     return medians
