@@ -18,6 +18,7 @@ from .logs.reader import open_log
 from .record.recorder import Recorder
 from .remedies import apply_remedies
 from .session import Session
+from .session.autofix import autofix
 from .train.training import Run, RunState, TrainConfig, train
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "apply_remedies",
+    "autofix",
     "datasets",
     "diagnose",
     "explore",

@@ -1,9 +1,10 @@
 """Small, seeded classification data sets that train in seconds on a laptop CPU.
 
 ``digits()`` is scikit-learn's bundled 8x8 handwritten digits (no download); ``spirals()`` is
-a synthetic 2-D problem that needs depth to solve. Both return a :class:`Dataset` of torch
-tensors: float32 inputs standardised with *training* statistics (so the test split leaks
-nothing) and int64 class labels.
+a synthetic 2-D problem that needs depth to solve; ``breast_cancer()`` is scikit-learn's
+bundled Wisconsin diagnostic table (30 measurements, two classes). All return a
+:class:`Dataset` of torch tensors: float32 inputs standardised with *training* statistics (so
+the test split leaks nothing) and int64 class labels.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "digits", "spirals"]
+__all__ = ["Dataset", "breast_cancer", "digits", "spirals"]
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,49 @@ def digits(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     ImportError
         If scikit-learn is not installed.
     """
+    x, y = _sklearn("digits")
+    return _split("digits", x, y, n_classes=10, test_fraction=test_fraction, seed=seed)
+
+
+def breast_cancer(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """Scikit-learn's 569 Wisconsin breast-cancer cases: 30 measurements, benign or malignant.
+
+    Tabular data whose features span four orders of magnitude before standardising, a
+    third kind of problem beside images and 2-D points.
+
+    Parameters
+    ----------
+    test_fraction : float
+        Share of each class held out for testing (the split is stratified).
+    seed : int
+        Seed of the split.
+
+    Returns
+    -------
+    Dataset
+        ``x`` float32 ``(N, 30)`` standardised with training statistics, ``y`` int64 labels
+        (0 malignant, 1 benign).
+
+    Raises
+    ------
+    ImportError
+        If scikit-learn is not installed.
+    """
+    x, y = _sklearn("breast_cancer")
+    return _split("breast_cancer", x, y, n_classes=2, test_fraction=test_fraction, seed=seed)
+
+
+def _sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (float32) and labels (int64) of a data set bundled with scikit-learn."""
     try:
-        from sklearn.datasets import load_digits
+        import sklearn.datasets as bundled
     except ImportError as exc:  # optional extra: the core needs only torch and numpy
         raise ImportError(
-            "digits() needs scikit-learn, which bundles the data set: "
+            f"{name}() needs scikit-learn, which bundles the data set: "
             "pip install scikit-learn (or pip install 'gradwidget[data]')"
         ) from exc
-    bunch = load_digits()
-    x, y = bunch.data.astype(np.float32), bunch.target.astype(np.int64)
-    return _split("digits", x, y, n_classes=10, test_fraction=test_fraction, seed=seed)
+    bunch = getattr(bundled, f"load_{name}")()
+    return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
 
 
 def spirals(

@@ -186,3 +186,22 @@ def test_small_cnn_learns_digits_quickly(digits: datasets.Dataset) -> None:
     with torch.no_grad():
         accuracy = (model(digits.x_test).argmax(1) == digits.y_test).float().mean().item()
     assert accuracy > 0.5
+
+
+def test_breast_cancer_is_a_stratified_standardised_split_of_all_cases() -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    data, counts = datasets.breast_cancer(), np.bincount(load_breast_cancer().target)
+    assert data.n_classes == 2 and data.x_train.shape[1:] == (30,)
+    total = np.bincount(data.y_train.numpy()) + np.bincount(data.y_test.numpy())
+    assert np.array_equal(total, counts)
+    assert np.allclose(data.x_train.double().mean(0), 0, atol=1e-5)
+    assert np.allclose(data.x_train.double().std(0, unbiased=False), 1, atol=1e-4)
+
+
+def test_breast_cancer_without_scikit_learn_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(ImportError, match=r"breast_cancer\(\) needs scikit-learn"):
+        datasets.breast_cancer()

@@ -45,6 +45,13 @@ EXPECTED_TEXT = {
         "class Residual(nn.Sequential)",
     ],
     "06_follow_a_job": ["ddp: finished at step", "fsdp: finished at step", "['vanishing'"],
+    "07_find_a_fix": [
+        "vanishing gradients",  # each verdict names what its winner cleared ...
+        "NaN / Inf values gone; test accuracy diverged ->",
+        "dead ReLU units",
+        "test accuracy 10 % ->",  # ... and the accuracy before and after
+        "first/last gradient",  # the evidence table
+    ],
 }
 
 
