@@ -19,7 +19,10 @@ import gradwidget as gw
 from benchmarks.autofix_zoo import data_for, mlp
 from gradwidget.diagnose.findings import KINDS, Finding, Severity
 from gradwidget.remedies import REMEDIES
-from gradwidget.session.autofix import Autofix, DetachedHost, _Standing, candidates
+from gradwidget.session import Session
+from gradwidget.session._candidates import candidates
+from gradwidget.session._trials import Standing
+from gradwidget.session.autofix import Autofix
 
 SHORT = {"steps": 300, "trial_steps": 80, "max_trials": 4}
 
@@ -134,7 +137,7 @@ def test_trials_table_has_one_row_per_trial() -> None:
 
 
 def test_stop_during_the_trials_ends_every_run_and_leaves_the_host_usable() -> None:
-    host = DetachedHost(_digits_mlp(8, "sigmoid"), data_for("digits"), gw.TrainConfig(steps=300))
+    host = Session(_digits_mlp(8, "sigmoid"), data_for("digits"), steps=300)
     search = Autofix(host, trial_steps=200, max_trials=8).start()
     deadline = time.monotonic() + 60
     while not search.progress.startswith("Trial 2") and time.monotonic() < deadline:
@@ -143,7 +146,7 @@ def test_stop_during_the_trials_ends_every_run_and_leaves_the_host_usable() -> N
     assert search.done and result is not None and result.stopped
     assert result.winner == () and result.run is None and result.message.startswith("Stopped")
     assert len(result.trial_list) <= 2
-    assert all(run.state.ended for _, run in host.runs)
+    assert all(r.run.state.ended for r in host.runs)
     again = host.launch(("relu",), steps=20, label="after", role="trial")
     assert again.join(30) is gw.RunState.FINISHED
 
@@ -165,13 +168,13 @@ def test_no_data_and_bad_data_raise_clear_errors() -> None:
 
 def test_every_trial_starts_from_the_same_initial_weights_with_its_settings() -> None:
     model = _digits_mlp(3, "relu")
-    host = DetachedHost(model, data_for("digits"), gw.TrainConfig(steps=5, lr=0.2))
+    host = Session(model, data_for("digits"), steps=5, lr=0.2)
     plain = host.launch((), steps=1, label="a", role="trial")
+    plain.join(10)  # one run at a time
     lowered = host.launch(("lower_lr", "he_init"), steps=1, label="b", role="trial")
+    lowered.join(10)
     assert plain.config.lr == 0.2 and lowered.config.lr == pytest.approx(0.02)
     assert plain.config.steps == lowered.config.steps == 1
-    plain.join(10)
-    lowered.join(10)
     assert host.baseline() is None  # a trial is not a baseline
     # he_init re-draws the weights, the plain copy starts from the model's own
     fresh = host.launch((), steps=1, label="c", role="baseline")
@@ -216,16 +219,16 @@ def test_training_fixes_combine_only_where_each_changes_something() -> None:
 
 def test_scores_reward_accuracy_and_cleared_findings_and_veto_new_warnings() -> None:
     vanishing, dead = (_finding("vanishing"),), (_finding("dead_units"),)
-    base = _Standing(2.3, 0.10, vanishing)
-    cured = _Standing(0.2, 0.95, ())
+    base = Standing(2.3, 0.10, vanishing)
+    cured = Standing(0.2, 0.95, ())
     assert cured.score(base, 1) == (pytest.approx(0.85 + 0.5 - 0.01), True)
     assert cured.score(base, 1)[0] > cured.score(base, 2)[0]  # fewer fixes win a tie
-    assert not _Standing(2.3, 0.11, vanishing).score(base, 1)[1]  # nothing cleared or gained
-    assert not _Standing(np.inf, 0.0, ()).score(base, 1)[1]  # diverged
-    assert not _Standing(2.0, 0.15, dead).score(base, 1)[1]  # a new warning, small gain
-    assert _Standing(0.5, 0.80, dead).score(base, 1)[1]  # forgiven: 70 points better
-    diverged = _Standing(np.inf, 0.0, (_finding("non_finite"),))
-    assert not _Standing(1.1, 0.33, dead).score(diverged, 1)[1]  # finite but dead: no
+    assert not Standing(2.3, 0.11, vanishing).score(base, 1)[1]  # nothing cleared or gained
+    assert not Standing(np.inf, 0.0, ()).score(base, 1)[1]  # diverged
+    assert not Standing(2.0, 0.15, dead).score(base, 1)[1]  # a new warning, small gain
+    assert Standing(0.5, 0.80, dead).score(base, 1)[1]  # forgiven: 70 points better
+    diverged = Standing(np.inf, 0.0, (_finding("non_finite"),))
+    assert not Standing(1.1, 0.33, dead).score(diverged, 1)[1]  # finite but dead: no
 
 
 def test_the_benchmark_writes_its_comparison_with_autotrainer(tmp_path: Path) -> None:
@@ -242,7 +245,7 @@ def test_the_benchmark_writes_its_comparison_with_autotrainer(tmp_path: Path) ->
 
 
 def test_a_search_stopped_before_it_starts_is_done_and_cannot_start() -> None:
-    host = DetachedHost(_digits_mlp(3, "relu"), data_for("digits"), gw.TrainConfig(steps=50))
+    host = Session(_digits_mlp(3, "relu"), data_for("digits"), steps=50)
     search = Autofix(host)
     assert search.stop() is None and search.done and host.runs == []
     with pytest.raises(RuntimeError, match="make a new one"):

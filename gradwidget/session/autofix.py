@@ -1,7 +1,7 @@
 """Find a fix: diagnose a baseline, try the suggested remedies in short seeded trials, retrain
 the best for the full run, and say what won and why, with numbers.
 
-The search talks to its host (the panel's session, or :class:`DetachedHost` for scripts)
+The search talks to its host (a :class:`~gradwidget.session.Session`, the panel's or a script's)
 through :class:`TrialHost`: every run starts from the same initial weights and data order, so
 trials differ only by their fixes. :class:`Autofix` runs the search on a daemon thread (a
 notebook stays responsive; ``stop()`` works at any moment); :func:`autofix` blocks until done.
@@ -10,26 +10,31 @@ torch and numpy only.
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from torch import nn
 
-from ..diagnose.findings import KINDS
-from ..diagnose.rules import Finding, Severity, Thresholds, diagnose
+from ..diagnose.rules import Finding, Thresholds, diagnose
 from ..errors import GradWidgetError, RemedyNotApplicable
-from ..remedies import LABELS, REMEDIES, Target, apply_remedies, apply_settings, split, suggest
 from ..train.training import Run, RunState, TrainConfig
+from ._candidates import candidates, fix_label
+from ._trials import (
+    AutofixResult,
+    Standing,
+    Trial,
+    healthy,
+    join_words,
+    lower_first,
+    standing,
+    verdict,
+)
 
 __all__ = [
     "Autofix",
     "AutofixResult",
-    "DetachedHost",
     "Trial",
     "TrialHost",
     "autofix",
@@ -44,7 +49,7 @@ _LOSING = 1.5  # a trial whose loss is 1.5x the baseline's halfway through clear
 
 
 class TrialHost(Protocol):
-    """What the search needs from whoever owns the runs (a session, or :class:`DetachedHost`).
+    """What the search needs from whoever owns the runs (a :class:`~gradwidget.session.Session`).
 
     Attributes
     ----------
@@ -76,218 +81,13 @@ class TrialHost(Protocol):
         """
 
 
-class DetachedHost:
-    """A :class:`TrialHost` without a panel: a model copy, the data, the config, the runs.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Copied (without hooks); never trained or changed.
-    data : Dataset, (X, y) or iterable of batches
-        As for :class:`~gradwidget.Run`.
-    config : TrainConfig
-        Settings of every run.
-    thresholds : Thresholds or None
-        Limits of the diagnosis (default ``Thresholds()``).
-    """
-
-    def __init__(
-        self, model: nn.Module, data: Any, config: TrainConfig, thresholds: Thresholds | None = None
-    ) -> None:
-        if data is None:
-            raise GradWidgetError(
-                "Find a fix trains the model, so it needs data: pass a gw.datasets.Dataset, "
-                "(X, y) tensors or a DataLoader, e.g. gw.autofix(model, gw.datasets.digits())."
-            )
-        self.initial_model = apply_remedies(model, (), config.seed, config)
-        self.data, self.config = data, config
-        self.thresholds = thresholds or Thresholds()
-        self.runs: list[tuple[str, Run]] = []  # (role, run), in launch order
-
-    def baseline(self) -> Run | None:
-        """The first finished baseline run, if any."""
-        done = (r for role, r in self.runs if role == "baseline" and r.state is RunState.FINISHED)
-        return next(done, None)
-
-    def launch(self, fixes: tuple[str, ...], *, steps: int, label: str, role: str) -> Run:
-        """Start a run of a remedied copy of the initial model (see :class:`TrialHost`)."""
-        model_names, settings_names = split(fixes)
-        config = apply_settings(dataclasses.replace(self.config, steps=steps), settings_names)
-        model = apply_remedies(self.initial_model, model_names, self.config.seed, config)
-        run = Run(model, self.data, config, name=label)
-        self.runs.append((role, run))
-        return run.start()
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One short trial: its fixes, its standing at the end and its score.
-
-    ``helped`` says whether it may win: it ran to its end, cleared a finding or improved the
-    metric by 2 points, lost no more than 2 points, and raised no new warning (unless it
-    gained more than 10 points on a baseline that did not diverge).
-    """
-
-    fixes: tuple[str, ...]
-    score: float
-    loss: float
-    accuracy: float | None
-    findings: tuple[str, ...]
-    seconds: float
-    steps: int
-    helped: bool
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class AutofixResult:
-    """What the search found.
-
-    Attributes
-    ----------
-    findings : tuple of Finding
-        The baseline's diagnosis.
-    winner : tuple of str
-        The winning fixes; empty when nothing needed fixing or nothing helped (``message``
-        says which).
-    run : Run or None
-        The winner's full-length run (None without a winner, or when stopped before it).
-    baseline : Run or None
-        The run without fixes the search compared against.
-    message : str
-        What won and why, with numbers, or why nothing did.
-    trial_list : tuple of Trial
-        Every trial, in the order run.
-    stopped : bool
-        Stopped (Stop, or out of time) before the search's end.
-    """
-
-    findings: tuple[Finding, ...]
-    winner: tuple[str, ...]
-    run: Run | None
-    baseline: Run | None
-    message: str
-    trial_list: tuple[Trial, ...] = ()
-    stopped: bool = False
-
-    @property
-    def trials(self) -> Any:
-        """A pandas DataFrame, one row per trial: fixes, score, final loss, accuracy, ..."""
-        import pandas as pd  # optional: only the table needs it
-
-        rows = [
-            {"fixes": _label(t.fixes), "score": t.score, "final_loss": t.loss,
-             "accuracy": t.accuracy, "findings": ", ".join(t.findings), "seconds": t.seconds,
-             "steps": t.steps, "helped": t.helped, "note": t.note}
-            for t in self.trial_list
-        ]  # fmt: skip
-        return pd.DataFrame(rows, columns=list(_COLUMNS))
-
-
-_COLUMNS = ("fixes", "score", "final_loss", "accuracy", "findings", "seconds", "steps",
-            "helped", "note")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Standing:
-    """A run's loss (median of its last tenth), accuracy and findings at a step."""
-
-    loss: float
-    accuracy: float | None
-    findings: tuple[Finding, ...]
-
-    def score(self, base: _Standing, n_fixes: int) -> tuple[float, bool]:
-        """Score against ``base``: accuracy gain (or relative loss drop), findings cleared."""
-        if not np.isfinite(self.loss):  # a diverged run clears nothing, whatever it shows
-            return -1.0 - 0.01 * n_fixes, False
-        if self.accuracy is not None and base.accuracy is not None:
-            gain = self.accuracy - base.accuracy
-        elif np.isfinite(base.loss):
-            gain = float(np.clip((base.loss - self.loss) / max(base.loss, 1e-12), -1.0, 1.0))
-        else:
-            gain = 1.0  # finite against a diverged baseline
-        before = {f.kind for f in base.findings}
-        after = {f.kind for f in self.findings}
-        cleared = len(before - after) / max(len(before), 1)
-        new = {f.kind for f in self.findings if f.severity > Severity.INFO} - before
-        score = gain + 0.5 * cleared - 0.25 * len(new) - 0.01 * n_fixes  # fewer fixes on a tie
-        # A new warning vetoes a fix unless it buys more than 10 points over a baseline that
-        # trained (a diverged one scores 0: any finite run would beat it, dead or not).
-        worth_it = gain > 0.1 and bool(np.isfinite(base.loss))
-        return score, gain >= -0.02 and (cleared > 0 or gain > 0.02) and (not new or worth_it)
-
-
-def _standing(
-    run: Run, upto: int, thresholds: Thresholds, findings: tuple[Finding, ...] | None = None
-) -> _Standing:
-    history = run.history
-    curve = history.loss_curve()
-    steps, losses = curve.steps, curve.last[:, 0].astype(np.float64)
-    recent = losses[(steps < upto) & (steps >= upto - max(10, upto // 10))]
-    loss = float(np.median(recent)) if recent.size and np.isfinite(recent).all() else np.inf
-    if run.state is RunState.DIVERGED and upto >= run.step:
-        loss = np.inf
-    accuracy = history.series("test_accuracy")
-    seen = accuracy.last[accuracy.steps < upto, 0]
-    acc = float(seen[-1]) if seen.size else (0.0 if loss == np.inf else None)
-    found = tuple(diagnose(history, thresholds)) if findings is None else findings
-    return _Standing(loss, acc, found)
-
-
-def candidates(
-    findings: tuple[Finding, ...], model: nn.Module, config: TrainConfig
-) -> list[tuple[str, ...]]:
-    """Fix sets to try, most promising first: each suggested fix alone (most severe finding's
-    first), then pairs, then triples..., one fix per group, ranked by the sum of ranks."""
-    names = [n for f in findings for n in (*f.remedies, *_also(f.kind))]
-    ranked = suggest(names, model, config)
-    ranks = {name: i for i, name in enumerate(ranked)}
-    sets = []
-    for size in range(1, len(ranked) + 1):
-        combos = [c for c in itertools.combinations(ranked, size) if _compatible(c, config)]
-        sets += sorted(combos, key=lambda c: sum(ranks[n] for n in c))
-    return sets
-
-
-def _also(kind: str) -> tuple[str, ...]:
-    """Fixes worth a trial beyond a kind's own, for causes the rules cannot see: weights
-    initialised too large end in NaN as exploding gradients do (AUTOTRAINER counts NaN as
-    exploding), and saturate sigmoid/tanh units (a fresh Glorot init rescales them)."""
-    return {"non_finite": KINDS["exploding"][2], "saturation": ("xavier_init",)}.get(kind, ())
-
-
-def _compatible(names: tuple[str, ...], config: TrainConfig) -> bool:
-    """One fix per exclusive group (activation, init, norm), and training fixes only where
-    each changes what the others leave: clip + lower LR, Adam + raise LR, never lower + raise
-    LR (rates compared to 6 digits: 0.1 * 10 is not quite 1)."""
-    try:
-        split(names)
-    except ValueError:
-        return False
-    training = [n for n in names if REMEDIES[n].target is Target.SETTINGS]
-    try:
-        whole = _rounded(apply_settings(config, training))
-    except RemedyNotApplicable:
-        return False
-    subsets = (c for k in range(len(training)) for c in itertools.combinations(training, k))
-    return all(_rounded(apply_settings(config, subset)) != whole for subset in subsets)
-
-
-def _rounded(config: TrainConfig) -> TrainConfig:
-    return dataclasses.replace(config, lr=float(f"{config.lr:.6g}"))
-
-
-def _label(fixes: tuple[str, ...]) -> str:
-    return " + ".join(LABELS[n] for n in fixes) if fixes else "no fix"
-
-
 class Autofix:
     """The search for a fix, on a daemon thread: ``start()``, then ``wait()`` or ``stop()``.
 
     Parameters
     ----------
     host : TrialHost
-        Owns the runs (the panel's session, or a :class:`DetachedHost`).
+        Owns the runs: a :class:`~gradwidget.session.Session`.
     budget_s : float
         Cap on the whole search (baseline, trials, final retrain), in seconds; trials end
         early enough to leave time for the final retrain at the speed measured so far.
@@ -356,6 +156,11 @@ class Autofix:
         return self.result
 
     @property
+    def thread(self) -> threading.Thread | None:
+        """The thread the search runs on (the runs it launches are its own)."""
+        return self._thread
+
+    @property
     def done(self) -> bool:
         """Whether the search has ended (found, gave up, stopped or failed)."""
         return self._done.is_set()
@@ -396,15 +201,15 @@ class Autofix:
             message = f"Stopped while training the baseline ({note})."
             return self._result(findings, baseline, message, stopped=True)
         if not findings:
-            return self._result(findings, baseline, _healthy(baseline))
-        titles = _and([_lower(f.title) for f in findings])
+            return self._result(findings, baseline, healthy(baseline))
+        titles = join_words([lower_first(f.title) for f in findings])
         model = self.host.initial_model
         if model is None:
             raise GradWidgetError("A followed log has no model to fix: fix the job's model.")
         fix_sets = candidates(findings, model, self.host.config)
         if not fix_sets:
             return self._result(findings, baseline, f"The diagnosis ({titles}) suggests no fix.")
-        base = _standing(baseline, self.trial_steps, self.host.thresholds, findings)
+        base = standing(baseline, self.trial_steps, self.host.thresholds, findings)
         of = min(len(fix_sets), self.max_trials)
         for fixes in fix_sets:
             if len(self.trial_list) >= self.max_trials:
@@ -449,11 +254,11 @@ class Autofix:
         need = (self.trial_steps + self.host.config.steps) / self._speed
         return time.perf_counter() + need <= self._deadline
 
-    def _trial(self, fixes: tuple[str, ...], base: _Standing, baseline: Run, of: int) -> None:
-        label, best = _label(fixes), self._best()
+    def _trial(self, fixes: tuple[str, ...], base: Standing, baseline: Run, of: int) -> None:
+        label, best = fix_label(fixes), self._best()
         self.progress = (
             f"Trial {len(self.trial_list) + 1} of up to {of}: {label} ({self.trial_steps} "
-            "steps) ..." + (f" Best so far: {_label(best.fixes)}." if best else "")
+            "steps) ..." + (f" Best so far: {fix_label(best.fixes)}." if best else "")
         )
         try:
             run = self.host.launch(fixes, steps=self.trial_steps, label=label, role="trial")
@@ -462,7 +267,7 @@ class Autofix:
         note = self._follow(run, _watch(baseline, self.trial_steps))
         if run.state in (RunState.FAILED, RunState.DIVERGED):
             note = f"{run.state.value}: {run.message}"
-        mine = _standing(run, run.step, self.host.thresholds)
+        mine = standing(run, run.step, self.host.thresholds)
         score, helped = mine.score(base, len(fixes))
         kinds = tuple(f.kind for f in mine.findings)
         seconds = round(run.wall_time, 3)
@@ -489,11 +294,11 @@ class Autofix:
         return ""
 
     def _retrain(self, best: Trial, findings: tuple[Finding, ...], baseline: Run) -> AutofixResult:
-        label, steps = _label(best.fixes), self.host.config.steps
+        label, steps = fix_label(best.fixes), self.host.config.steps
         self.progress = f"{label} won the trials; retraining it for {steps} steps ..."
         run = self.host.launch(best.fixes, steps=steps, label=label, role="winner")
         note = self._follow(run)
-        message = _verdict(best.fixes, findings, baseline, run, self.host.thresholds)
+        message = verdict(best.fixes, findings, baseline, run, self.host.thresholds)
         if note:
             message += f" (the full run was {note} at step {run.step} of {steps})"
         return self._result(findings, baseline, message + self._cut, best.fixes, run, bool(note))
@@ -515,7 +320,8 @@ class Autofix:
         text = f"Stopped after {len(self.trial_list)} trial{'s' * (len(self.trial_list) != 1)}"
         if best is None:
             return text + "; no fix had helped yet."
-        return f"{text}; best so far: {_label(best.fixes)} (score {best.score:.2f}), not retrained."
+        best_text = f"{fix_label(best.fixes)} (score {best.score:.2f})"
+        return f"{text}; best so far: {best_text}, not retrained."
 
     def _nothing_helped(self, titles: str) -> str:
         if not self.trial_list:
@@ -526,7 +332,7 @@ class Autofix:
         best = max(self.trial_list, key=lambda t: t.score)
         return (
             f"Nothing helped: {len(self.trial_list)} trials, none cleared {titles} or improved on "
-            f"the baseline; the best, {_label(best.fixes)}, scored {best.score:.2f}.{self._cut}"
+            f"the baseline; the best, {fix_label(best.fixes)}, scored {best.score:.2f}.{self._cut}"
         )
 
 
@@ -573,9 +379,19 @@ def autofix(
     GradWidgetError
         No data, or the baseline could not train (the message says why).
     """
-    host = DetachedHost(model, data, TrainConfig(**train_config), thresholds)
-    search = Autofix(host, budget_s=budget_s, trial_steps=trial_steps, max_trials=max_trials)
-    return search.run()
+    if data is None:
+        raise GradWidgetError(
+            "Find a fix trains the model, so it needs data: pass a gw.datasets.Dataset, "
+            "(X, y) tensors or a DataLoader, e.g. gw.autofix(model, gw.datasets.digits())."
+        )
+    from .session import Session  # imported here: the session imports this module
+
+    session = Session(model, data, thresholds=thresholds, **train_config)
+    try:
+        search = Autofix(session, budget_s=budget_s, trial_steps=trial_steps, max_trials=max_trials)
+        return search.run()
+    finally:
+        session.close()  # every run has ended: this only releases the session
 
 
 def _watch(baseline: Run, trial_steps: int) -> Any:
@@ -600,47 +416,3 @@ def _watch(baseline: Run, trial_steps: int) -> Any:
         return None
 
     return verdict
-
-
-def _healthy(baseline: Run) -> str:
-    return f"No finding on the baseline: nothing to fix ({_metric(baseline)})."
-
-
-def _verdict(
-    fixes: tuple[str, ...], findings: tuple[Finding, ...], base: Run, run: Run, t: Thresholds
-) -> str:
-    after = diagnose(run.history, t)
-    before, now = {f.kind for f in findings}, {f.kind for f in after}
-    gone = [_lower(f.title) for f in findings if f.kind not in now]
-    kept = [_lower(f.title) for f in findings if f.kind in now]
-    new = [_lower(f.title) for f in after if f.kind not in before]
-    said = [f"{_and(gone)} gone" if gone else "", f"{_and(kept)} still there" if kept else "",
-            f"new: {_and(new)}" if new else ""]  # fmt: skip
-    return f"{_label(fixes)}: {'; '.join(filter(None, said))}; {_metric(base, run)}"
-
-
-def _metric(base: Run, run: Run | None = None) -> str:
-    """ "test accuracy 9.8 % -> 93 %" (or the final loss without a test split)."""
-    runs = [base] if run is None else [base, run]
-    if all(r.test_accuracy is not None or r.state is RunState.DIVERGED for r in runs):
-        return "test accuracy " + " -> ".join(_reading(r, _pct(r.test_accuracy)) for r in runs)
-    return "final loss " + " -> ".join(_reading(r, f"{r.loss or 0:.3g}") for r in runs)
-
-
-def _reading(run: Run, value: str) -> str:
-    return "diverged" if run.state is RunState.DIVERGED else value
-
-
-def _pct(value: float | None) -> str:
-    percent = 100 * (value or 0.0)
-    return f"{percent:.1f} %" if percent < 10 else f"{percent:.0f} %"
-
-
-def _lower(title: str) -> str:
-    """Lower-case a title's first word unless it is an acronym ("NaN / Inf values")."""
-    first = title.split(" ", 1)[0]
-    return title[:1].lower() + title[1:] if first[1:].islower() else title
-
-
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -29,9 +29,10 @@ from ..history import History
 from ..logs.reader import find_logs
 from ..record.recorder import Recorder
 from ..remedies import LABELS, REGISTRY, apply_remedies, apply_settings, split
-from ..train.settings import TrainConfig
+from ..train.settings import RunState, TrainConfig
 from ..train.training import Run
 from . import _tables
+from .autofix import DEFAULT_BUDGET_S, MAX_TRIALS, Autofix
 from .runs import RunRecord, unique_name
 from .sources import LiveSource, LogSource, RunSource, Source, SourceStatus
 from .summary import RunSummary, default_threshold
@@ -83,6 +84,7 @@ class Session:
         self.recorder: Recorder | None = None
         self.logs: dict[str, LogSource] = {}
         self._current: Run | None = None  # the latest run started
+        self.search: Autofix | None = None  # the latest search for a fix
         self.shown: str | None = None
         self.closed = False
         self._hidden: set[str] = set()
@@ -237,6 +239,7 @@ class Session:
                 model = self.remedied_model(model_names)
             except ValueError as why:
                 raise GradWidgetError(str(why)) from None
+            label = f"{label} (trial)" if role == "trial" else label
             name = unique_name(label, {r.name for r in self.runs})
             run = Run(model, self.data, config, name=name)
             self.runs.append(RunRecord(name, tuple(fixes), model, run, role))
@@ -245,6 +248,36 @@ class Session:
             run.start()
         self._notify()
         return run
+
+    def autofix(
+        self,
+        *,
+        budget_s: float = DEFAULT_BUDGET_S,
+        trial_steps: int | None = None,
+        max_trials: int = MAX_TRIALS,
+    ) -> Autofix:
+        """Start the search for a fix on a background thread; its handle.
+
+        Diagnoses the baseline (trained first if there is none), tries the suggested fixes
+        and their compatible combinations in short trials from the same initial weights and
+        data order, and retrains the best for the full run. Every run joins :attr:`runs`
+        (trials named "... (trial)"). ``handle.wait()`` gives the
+        :class:`~gradwidget.session.autofix.AutofixResult`; ``stop()`` (or :meth:`stop`)
+        ends it at any moment. ``budget_s`` caps the whole search.
+        """
+        with self._lock:
+            self._check_can_start()
+            search = Autofix(
+                self, budget_s=budget_s, trial_steps=trial_steps, max_trials=max_trials
+            )
+            self.search = search.start()
+        self._notify()
+        return search
+
+    @property
+    def searching(self) -> bool:
+        """A search for a fix is under way."""
+        return self.search is not None and not self.search.done
 
     def _check_can_start(self) -> None:
         if self.closed:
@@ -255,6 +288,11 @@ class Session:
             raise GradWidgetError(
                 f"{self.active.name!r} is still running: press Stop first (one run at a time)."
             )
+        if self.searching and threading.current_thread() is not self._search_thread():
+            raise GradWidgetError("Find a fix is still searching: press Stop first.")
+
+    def _search_thread(self) -> threading.Thread | None:
+        return None if self.search is None else self.search.thread
 
     @property
     def active(self) -> Run | None:
@@ -263,8 +301,13 @@ class Session:
         return run if run is not None and not run.state.ended else None
 
     def baseline(self) -> Run | None:
-        """The latest finished run without fixes, or None."""
-        done = [r.run for r in self.runs if not r.remedies and r.run.state.ended]
+        """The latest run without fixes that trained to its end (or diverged), or None; a
+        trial of the automatic repair is never a baseline."""
+        done = [
+            r.run
+            for r in self.runs
+            if not r.remedies and r.role in ("run", "baseline") and r.run.state in _TRAINED
+        ]
         return done[-1] if done else None
 
     def remedied_model(self, names: Iterable[str]) -> nn.Module:
@@ -281,7 +324,10 @@ class Session:
         return self._initial if self._initial is not None else self.model
 
     def stop(self) -> Run | None:
-        """Ask the active run to stop after its current step (never blocks); the run."""
+        """Ask the search for a fix (if any) and the active run to stop after the current step
+        (never blocks); the run."""
+        if self.searching and self.search is not None:
+            self.search.stop(timeout=0)
         run = self.active
         if run is not None:
             run.stop(timeout=0)
@@ -327,7 +373,12 @@ class Session:
             text = " · ".join(s.text for s in states)
             return SourceStatus(text, tone, all(s.ended for s in states))
         source = self.source(self.active.name if self.active is not None else None)
-        return source.status() if source is not None else SourceStatus(_IDLE[self.can_train])
+        status = source.status() if source is not None else SourceStatus(_IDLE[self.can_train])
+        if self.search is None or (self.search.done and self.search.result is None):
+            return status
+        if self.search.done and self.search.result is not None:
+            return SourceStatus(self.search.result.message, "ok", ended=True)
+        return SourceStatus(self.search.progress, "info", False, status.step, status.total)
 
     def remove_run(self, name: str) -> None:
         """Leave run ``name`` out of the comparison (not while it is running)."""
@@ -380,6 +431,8 @@ class Session:
             if self.closed:
                 return
             self.closed = True
+        if self.search is not None:
+            self.search.stop(timeout=_CLOSE_WAIT_S)
         active = self.active
         if active is not None:
             active.stop(timeout=_CLOSE_WAIT_S)
@@ -396,6 +449,7 @@ class Session:
         return f"<Session {kind}: {len(self.sources)} source(s), shown={self.shown!r}>"
 
 
+_TRAINED = (RunState.FINISHED, RunState.DIVERGED)
 _IDLE = {True: "Ready: press Train.", False: "Nothing recorded yet."}
 _NO_DATA = {
     True: "This panel watches your own loop: call panel.capture(loss) after loss.backward().",

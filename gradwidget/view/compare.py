@@ -59,14 +59,19 @@ class _RunCell(w.VBox):
             layout=w.Layout(width="28px", height="24px", padding="0"),
         )  # fmt: skip
         self.remove_button.add_class("gw-remove-run")
-        self.remove_button.on_click(lambda _: on_remove(name))
-        title = w.HTML(
-            f"<b>{key_html([(name, colour)], glyph='■')}</b>", layout=w.Layout(flex="1 1 auto")
-        )
-        header = w.HBox([title, self.remove_button], layout=w.Layout(align_items="center"))
+        self.remove_button.on_click(lambda _: on_remove(self.name))
+        self.title = w.HTML(layout=w.Layout(flex="1 1 auto"))
+        self.rename(name, colour)
+        header = w.HBox([self.title, self.remove_button], layout=w.Layout(align_items="center"))
         super().__init__(
             [header, self.chart.figure], layout=w.Layout(width="32%", min_width="220px")
         )
+
+    def rename(self, name: str, colour: str) -> None:
+        """Show run ``name`` in ``colour`` (a spare cell taken into use; traits only)."""
+        self.name = name
+        self.title.value = f"<b>{key_html([(name, colour)], glyph='■')}</b>"
+        self.remove_button.tooltip = f"Remove run {name!r} from the comparison"
 
 
 class CompareView(w.VBox):
@@ -84,6 +89,7 @@ class CompareView(w.VBox):
 
     def __init__(self, on_remove: Callable[[str], None]) -> None:
         self.on_remove = on_remove
+        self._spares: list[tuple[_RunCell, bq.Lines]] = []  # made ahead for a search's runs
         # Domains from the start: the comparison shows when a run starts, before its data,
         # and a bqplot figure on a log scale with no domain fails to create its view.
         self.scales = (bq.LinearScale(), bq.LogScale(min=1e-8, max=1.0))
@@ -114,18 +120,43 @@ class CompareView(w.VBox):
         super().__init__([title, self.loss_figure, self.table, heading, self.grid])
         self.add_class("gw-compare")
 
+    def reserve(self, count: int) -> None:
+        """Make the widgets of ``count`` runs still to come, here on the kernel's thread, so
+        that runs a background search starts join the comparison from the refresher thread
+        by assigning traits only (see ``Dashboard`` for why widgets are made on the kernel's
+        thread)."""
+        while len(self._spares) < count:
+            self._spares.append(self._widgets("", *run_style(0)))
+
+    def release(self) -> None:
+        """Close the spare widgets no run took (a panel closing)."""
+        for cell, line in self._spares:
+            close_tree(cell)
+            close_tree(line)
+        self._spares.clear()
+
     def add_run(self, name: str) -> None:
-        """Make the widgets of run ``name``; call on the kernel's thread (see ``Dashboard``)."""
+        """Show run ``name``: a reserved spare if any, else new widgets (kernel's thread)."""
         colour, dash = self.styles[name] = run_style(self._added)
-        self.cells[name] = _RunCell(name, colour, self.scales, self.on_remove)
         self._added += 1
+        if self._spares:
+            cell, line = self._spares.pop(0)
+            cell.rename(name, colour)
+            with line.hold_sync():
+                line.labels, line.colors, line.line_style = [name], [colour], dash
+        else:
+            cell, line = self._widgets(name, colour, dash)
+        self.cells[name], self.loss_lines[name] = cell, line
+        self._show_runs()
+
+    def _widgets(self, name: str, colour: str, dash: str) -> tuple[_RunCell, bq.Lines]:
+        cell = _RunCell(name, colour, self.scales, self.on_remove)
         scales = {"x": self.loss_scales["x"], "y": self.loss_axis.scale}
         line = bq.Lines(
             scales=scales, labels=[name], colors=[colour], line_style=dash, stroke_width=2,
             tooltip=bq.Tooltip(fields=["name"], labels=["run"]), display_legend=False,
         )  # fmt: skip
-        self.loss_lines[name] = line
-        self._show_runs()
+        return cell, line
 
     def update(self, histories: Mapping[str, History], rows: Sequence[RunSummary]) -> None:
         """Show exactly the runs in ``histories`` (name -> snapshot) and the table ``rows``.

@@ -39,6 +39,8 @@ class FixBar(w.VBox):
         Called with the selected remedy names when "Retrain with fixes" is clicked.
     settings : TrainConfig or None
         The runs' settings: training remedies change them (and may not apply to them).
+    on_autofix : callable
+        Called when "Find a fix" (css ``gw-autofix``) is clicked: the automatic repair.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class FixBar(w.VBox):
         on_change: Callable[[tuple[str, ...]], None],
         on_retrain: Callable[[tuple[str, ...]], None],
         settings: TrainConfig | None = None,
+        on_autofix: Callable[[], object] = lambda: None,
     ) -> None:
         self.model, self.settings = model, settings or TrainConfig()
         self.on_change, self.on_retrain = on_change, on_retrain
@@ -61,13 +64,26 @@ class FixBar(w.VBox):
         )  # the default width (or a squeezed flex item) cuts the label to "Retrain with fi..."
         self.retrain_button.add_class("gw-retrain")
         self.retrain_button.on_click(lambda _: self.on_retrain(self.selected))
+        self.autofix_button = w.Button(
+            description="Find a fix",
+            icon="magic",
+            button_style="success",
+            tooltip="Try the suggested fixes in short seeded trials; retrain the best.",
+            layout=w.Layout(width="auto", flex="0 0 auto", margin="0 0 2px 4px"),
+        )
+        self.autofix_button.add_class("gw-autofix")
+        self.autofix_button.on_click(lambda _: on_autofix())
         self._retrain_reason: str | None = None
         self._restyle()
         caption = w.HTML(
             "<b>Fixes</b> (toggle, then retrain; highlighted: what the diagnosis suggests):"
         )
         groups = w.HBox(
-            [*(self._group_box(group) for group in Group), self.retrain_button],
+            [
+                *(self._group_box(group) for group in Group),
+                self.retrain_button,
+                self.autofix_button,
+            ],
             layout=w.Layout(flex_flow="row wrap", align_items="flex-end"),
         )  # wraps on narrow screens; the retrain button follows the last group
         super().__init__([caption, groups])
@@ -113,9 +129,14 @@ class FixBar(w.VBox):
             self._restyle()
 
     def allow_retrain(self, reason: str | None) -> None:
-        """Enable retraining, or disable it with ``reason`` as the tooltip."""
+        """Enable retraining and Find a fix, or disable both with ``reason`` as the tooltip."""
         self._retrain_reason = reason
         self._restyle()
+        with self.autofix_button.hold_sync():
+            self.autofix_button.disabled = reason is not None
+            self.autofix_button.tooltip = reason or (
+                "Try the suggested fixes in short seeded trials; retrain the best."
+            )
 
     def _restyle(self) -> None:
         for name, button in self.buttons.items():

@@ -9,6 +9,7 @@ a refresher thread redraws at most ``refresh_hz`` times a second from the source
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..errors import GradWidgetError
 from ..history import History
 from ..remedies import split
 from ..session import RunRecord, Session
+from ..session.autofix import MAX_TRIALS
 from ..train.training import Run
 from . import report
 from ._refresher import Refresher
@@ -33,6 +35,10 @@ from .status import StatusBar
 
 __all__ = ["GradPanel", "RunRecord", "watch"]
 
+_NO_DATA_TO_FIX = (
+    "Find a fix trains copies of your model, and this panel has no data of its own: "
+    "panel.autofix(data, loss_fn=...) with your training data (a Dataset, (X, y) or a DataLoader)."
+)
 _OWN_LOOP = "This panel watches your own loop: call panel.capture(loss) after loss.backward()."
 
 
@@ -85,6 +91,7 @@ class GradPanel(w.VBox):
         self._lock = threading.RLock()
         self._seen: tuple[Any, ...] | None = None
         self._running: Run | None = None  # the run whose end this panel has yet to show
+        self._searching = False  # a search for a fix this panel has yet to announce the end of
         self._draw_error = ""
         self._refresher = Refresher(self._tick, refresh_hz, "gradwidget-refresher")
         self._build()
@@ -152,7 +159,9 @@ class GradPanel(w.VBox):
         self.fixes = (
             None
             if base is None
-            else FixBar(base, self._on_fixes_changed, self._retrain_clicked, session.config)
+            else FixBar(
+                base, self._on_fixes_changed, self._retrain_clicked, session.config, self.autofix
+            )
         )
         # Status, diagnosis and fixes on top; the charts below them in a grid.
         self.live = LiveCharts(session.thresholds, beside=self.fixes)
@@ -213,15 +222,63 @@ class GradPanel(w.VBox):
             except GradWidgetError as why:
                 self.status.say(str(why), "warn")
                 return None
-            self._running, self._seen = run, None
-            self._sync_sources()
-            self.live.restart()
-            self.train_button.disabled = True
-            if self.fixes is not None:
-                self.fixes.allow_retrain("A run is in progress.")
+            self._follow_run(run)
             self.status.say(f"{run.name}: starting…")
         self._refresher.poke()
         return run
+
+    def autofix(self, data: Any = None, *, loss_fn: Any = None, **options: Any) -> Any:
+        """Find a fix: trials of the suggested fixes, the best retrained; the search's handle.
+
+        The search runs on a background thread (Stop ends it at any moment) and every run it
+        makes joins the comparison; ``handle.wait()`` gives the result (``.winner``,
+        ``.run``, ``.trials``, ``.message``). ``options``: ``budget_s``, ``trial_steps``,
+        ``max_trials``. An own-loop panel has no data of its own: pass ``data`` (and
+        ``loss_fn``), and a new panel below searches on a copy of your model.
+        None (with a status line) when it cannot start.
+        """
+        if self.session.recorder is not None:
+            return self._autofix_own_loop(data, loss_fn, options)
+        with self._lock:
+            try:
+                if self._closed:
+                    raise GradWidgetError("This panel is closed.")
+                self.compare.reserve(options.get("max_trials", MAX_TRIALS) + 2)
+                search = self.session.autofix(**options)
+            except GradWidgetError as why:
+                self.status.say(str(why), "warn")
+                return None
+            self._searching = True
+            self._controls()
+            self.status.say("Find a fix: starting…")
+        self._refresher.poke()
+        return search
+
+    def _autofix_own_loop(self, data: Any, loss_fn: Any, options: dict[str, Any]) -> Any:
+        if data is None:
+            self.status.say(_NO_DATA_TO_FIX, "warn")
+            return None
+        from IPython.display import display
+
+        config = dataclasses.replace(self.session.config, loss_fn=loss_fn)
+        session = Session(self.session.model, data, **dataclasses.asdict(config))
+        panel = GradPanel(session)
+        display(panel)
+        self.status.say("Find a fix searches on a copy of your model: see the panel below.")
+        return panel.autofix(**options)
+
+    def _follow_run(self, run: Run) -> None:
+        """Show ``run`` from its first step (started here, or by the session's search)."""
+        self._running, self._seen = run, None
+        self._sync_sources()
+        self.live.restart()
+        self._controls()
+
+    def _controls(self) -> None:
+        busy = self.session.active is not None or self.session.searching
+        self.train_button.disabled = busy or not self.session.can_train
+        if self.fixes is not None and self.session.can_train:
+            self.fixes.allow_retrain("A run is in progress." if busy else None)
 
     def stop(self) -> None:
         """Stop the active run after its current step (a status line if nothing runs)."""
@@ -344,6 +401,7 @@ class GradPanel(w.VBox):
             source = session.source()
             key = (session.shown, None if source is None else source.version, *session.sources)
             finishing = self._running is not None and self._running.state.ended
+            started = session.active is not None and session.active is not self._running
             changed = key != self._seen
             if changed or finishing:
                 self._seen = key
@@ -351,9 +409,15 @@ class GradPanel(w.VBox):
                 self._safe_draw(final=ended)
             if finishing:
                 self._finish()
-            elif changed or session.logs:
+            if started and session.active is not None:  # a run the search launched
+                self._follow_run(session.active)
+            elif changed or session.logs or self._searching:
                 self._show_status()
-            return session.active is not None or changed or session.polling
+            if self._searching and not session.searching:
+                self._searching = False
+                self._show_status()  # the verdict, with numbers
+                self._controls()
+            return session.active is not None or changed or session.polling or session.searching
 
     def _safe_draw(self, final: bool) -> None:
         try:
@@ -388,10 +452,9 @@ class GradPanel(w.VBox):
         self._sync_sources()
         self._update_compare()
         source = self.session.source(run.name) if run is not None else None
-        self.status.show(source.status() if source is not None else self.session.status())
-        self.train_button.disabled = False
-        if self.fixes is not None:
-            self.fixes.allow_retrain(None)
+        if not self.session.searching:
+            self.status.show(source.status() if source is not None else self.session.status())
+        self._controls()
 
     # -- teardown ----------------------------------------------------------------------------
 
@@ -405,6 +468,7 @@ class GradPanel(w.VBox):
             self._closed = True
         self.session.close()
         self._refresher.stop()
+        self.compare.release()
         close_tree(self)
         close_tree(self.live.dashboard)  # built before the first draw, not yet in the tree
 
