@@ -3,7 +3,6 @@ joins the comparison, the verdict lands in the status line, Stop works at any mo
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -22,18 +21,9 @@ def digits() -> gw.datasets.Dataset:
     return gw.datasets.digits()
 
 
-def test_find_a_fix_repairs_the_net_and_shows_every_trial(panels, digits, monkeypatch) -> None:
-    import ipywidgets as w
-
-    made_off_thread: list[str] = []
-    original = w.Widget.open
-
-    def open_and_note(self: w.Widget) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            made_off_thread.append(type(self).__name__)
-        original(self)
-
-    monkeypatch.setattr(w.Widget, "open", open_and_note)
+def test_find_a_fix_repairs_the_net_and_shows_every_trial(
+    panels, digits, widgets_made_off_thread
+) -> None:
     panel = panels(_vanishing(), digits, steps=300)
     panel.fixes.autofix_button.click()
     search = panel.session.search
@@ -47,7 +37,9 @@ def test_find_a_fix_repairs_the_net_and_shows_every_trial(panels, digits, monkey
     assert set(panel.compare.cells) == set(names)  # every trial stays in the comparison
     assert panel.status.text == result.message and "gone" in result.message
     assert not panel.train_button.disabled and not panel.fixes.autofix_button.disabled
-    assert made_off_thread == []  # the comparison's widgets were made on the kernel's thread
+    assert (
+        widgets_made_off_thread == []
+    )  # the comparison's widgets were made on the kernel's thread
     again = gw.Session(_vanishing(), digits, steps=300).autofix().wait(180)
     assert again is not None and again.winner == result.winner  # same seed, same winner
 

@@ -330,19 +330,8 @@ def test_close_leaves_no_hooks_threads_or_open_widgets(data) -> None:
     json.dumps(managed.comparison().to_dict())  # results stay readable after close
 
 
-def test_the_refresher_thread_creates_no_widget(panels, monkeypatch) -> None:
+def test_the_refresher_thread_creates_no_widget(panels, widgets_made_off_thread) -> None:
     """Widgets made off the kernel's thread break their views in the browser (bqplot)."""
-    import ipywidgets as w
-
-    made_off_thread: list[str] = []
-    original = w.Widget.open
-
-    def open_and_note(self: w.Widget) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            made_off_thread.append(type(self).__name__)
-        original(self)
-
-    monkeypatch.setattr(w.Widget, "open", open_and_note)
     data = gw.datasets.spirals(n=200, classes=3, seed=0)
     model = gw.models.deep_mlp(depth=3, width=8, in_features=2, out_features=3)
     panel = panels(model, data, steps=100_000)
@@ -356,7 +345,7 @@ def test_the_refresher_thread_creates_no_widget(panels, monkeypatch) -> None:
         panel.wait()
         assert panel.updates_sent >= drawn + 2
     assert len(panel.compare.grid.children) == 2
-    assert made_off_thread == []
+    assert widgets_made_off_thread == []
 
 
 # -- the whole toolbox through retrain ---------------------------------------------------------
