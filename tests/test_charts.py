@@ -276,6 +276,24 @@ def test_a_batchnorm_mlp_draws_its_norm_layers_as_their_own_line() -> None:
     np.testing.assert_array_equal(chart.norms.y, np.float32([1.0, 1.0]))
 
 
+def test_flow_chart_never_shows_a_point_off_its_domain_when_the_layers_change() -> None:
+    # Another run on show (a Residual trial after the baseline): the scale's domain and the
+    # marks' x reach the browser in separate messages, and a point off the domain is NaN.
+    chart = FlowChart(LAYERS, band=(1e-3, 70.0))
+    marks = (chart.profile, chart.range, chart.points, chart.norms, chart.flagged)
+    off: list[str] = []
+
+    def check(change: dict) -> None:
+        domain = set(chart.x_scale.domain)
+        off.extend(str(x) for mark in marks for x in mark.x if x not in domain)
+
+    chart.x_scale.observe(check, "domain")
+    for mark in marks:
+        mark.observe(check, "x")
+    chart.set_layers(("0.0", "0.2", "1.0", "1.2", "4"))
+    assert off == [] and list(chart.x_scale.domain) == list(chart.columns.labels)
+
+
 def gw_columns(layers, norm):
     from gradwidget.view._depth import Columns
 
@@ -489,6 +507,9 @@ def test_compare_view_shares_scales_labels_final_losses_and_removes_runs() -> No
     view.update({"a": low, "b": high}, ROWS[:2])
     a, b = view.cells["a"].chart, view.cells["b"].chart
     assert a.x_scale is b.x_scale and a.y_scale is b.y_scale
+    # one set of step ticks over the longest run, not the short run's own crowded at the left
+    assert list(a.x_axis.tick_values) == list(b.x_axis.tick_values)
+    assert max(a.x_axis.tick_values) > max(low.series("grad_norm").steps)
     both = np.concatenate([a.lines.y.ravel(), b.lines.y.ravel()])
     # the shared domain spans both runs, widened to whole decades
     smallest, largest = float(both.min()), float(both.max())

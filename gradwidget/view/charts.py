@@ -9,6 +9,7 @@ along x; tick labels are thinned so that no two touch.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -70,6 +71,7 @@ class GradChart:
         height: str = "240px",
     ) -> None:
         self.fits_scale = y_scale is None
+        self.fits_steps = x_scale is None
         self.x_scale = x_scale or bq.LinearScale()
         self.y_scale = y_scale or bq.LogScale()
         self.max_points = max_points
@@ -145,7 +147,8 @@ class GradChart:
                 self.lines.x, self.lines.y = x, y
                 self.lines.labels = line_words(self.columns, y, int(s.steps[-1]))
                 self.band.x, self.band.y = x, band
-            step_labels(self.x_axis, s.steps)
+            if self.fits_steps:  # on a shared step scale the owner labels every chart alike
+                step_labels(self.x_axis, s.steps)
         if self.fits_scale:  # a chart on shared scales leaves them to their owner
             set_log_domain(self.y_scale, y, band)
 
@@ -226,8 +229,14 @@ class FlowChart:
         labels = np.array(self.columns.labels, dtype=str)
         weights, norms = self._split(labels)
         tips_weights, tips_norms = self._split(np.array(self.columns.tooltips, dtype=str))
-        with self.profile.hold_sync(), self.range.hold_sync(), self.flagged.hold_sync():
-            self.x_scale.domain = list(labels)
+        # Scale and marks are separate messages: the domain holds the old and the new layers
+        # until every mark has its new x, so the browser never places a point off the domain.
+        old = list(self.x_scale.domain or ())
+        self.x_scale.domain = old + [label for label in labels if label not in set(old)]
+        marks = (self.profile, self.range, self.points, self.norms, self.flagged)
+        with contextlib.ExitStack() as held:  # each mark's x and y in one message
+            for mark in marks:
+                held.enter_context(mark.hold_sync())
             # y must match x in length at every moment the browser may see
             self.range.x, self.range.y = labels, np.ones((2, len(labels)), np.float32)
             self.profile.x, self.profile.y = weights, np.ones(len(weights), np.float32)
@@ -236,6 +245,7 @@ class FlowChart:
             self.norms.x, self.norms.y = norms, np.ones(len(norms), np.float32)
             self.norms.names = tips_norms
             self.flagged.x, self.flagged.y = labels[:0], np.zeros(0, np.float32)
+        self.x_scale.domain = list(labels)
         depth_axis(self.x_axis, self.columns)
 
     def _split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
