@@ -177,8 +177,20 @@ class CompareView(w.VBox):
             cell.chart.update(history)
             self._update_loss(name, history)
         set_log_domain(self.scales[1], *(c.chart.lines.y for c in self.cells.values()))
+        self._label_steps()
         self._fit_loss()
         self.table.value = to_html(rows, {n: c for n, (c, _) in self.styles.items()})
+
+    def _label_steps(self) -> None:
+        """The same step ticks under every small chart, over the longest run: a short trial's
+        own ticks (0, 50, 100) would crowd into the left edge of the shared step scale."""
+        xs = [c.chart.lines.x for c in self.cells.values() if c.chart.lines.x is not None]
+        xs = [x for x in xs if len(x)]
+        if not xs:
+            return
+        span = np.array([min(float(x[0]) for x in xs), max(float(x[-1]) for x in xs)])
+        for cell in self.cells.values():
+            step_labels(cell.chart.x_axis, span)
 
     def _show_runs(self) -> None:
         many = len(self.cells) > _WIDE_CELLS_MAX_RUNS

@@ -119,7 +119,8 @@ _STYLE = (
     ".gw-table{border-collapse:collapse;font-size:13px;line-height:1.5}"
     ".gw-table th,.gw-table td{padding:3px 16px 3px 0;white-space:nowrap;text-align:left;"
     "border-bottom:1px solid rgba(128,128,128,.35)}"
-    ".gw-table th{font-weight:600}"
+    # Headers may wrap (bottom-aligned) so that a table of many trials fits a narrow panel.
+    ".gw-table th{font-weight:600;white-space:normal;vertical-align:bottom}"
     ".gw-table .gw-num{text-align:right;font-variant-numeric:tabular-nums}"
     ".gw-chip{display:inline-block;width:10px;height:10px;margin-right:6px}"
 )
