@@ -49,7 +49,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks
 
-# The README's pictures are five of the screenshots the browser tests take.
+# The README's pictures are six of the screenshots the browser tests take.
 SHOTS := artifacts/screenshots
 screenshots: $(STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m browser
@@ -59,6 +59,7 @@ screenshots: $(STAMP) chromium
 	cp $(SHOTS)/lab-readable-gpt2.png docs/img/gpt2-panel.png
 	cp $(SHOTS)/lab-readable-gpt2-dark.png docs/img/gpt2-panel-dark.png
 	cp $(SHOTS)/notebook-resnet-managed.png docs/img/resnet-panel.png
+	cp $(SHOTS)/lab-autofix.png docs/img/autofix.png
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache
