@@ -33,6 +33,7 @@ _RUN_COLOURS = (
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 )  # fmt: skip
 _DASHES = ("solid", "dashed", "dotted", "dash_dotted")
+_TRIAL_STYLE = ("#b8b8b8", "dotted")
 _WIDE_CELLS_MAX_RUNS = 6  # up to two rows of three small multiples; then four to a row
 _LOSS_HEIGHT_PX = 300
 _LABEL_GAP_PX = 15  # final-value labels at least this far apart vertically
@@ -135,10 +136,17 @@ class CompareView(w.VBox):
             close_tree(line)
         self._spares.clear()
 
-    def add_run(self, name: str) -> None:
-        """Show run ``name``: a reserved spare if any, else new widgets (kernel's thread)."""
-        colour, dash = self.styles[name] = run_style(self._added)
-        self._added += 1
+    def add_run(self, name: str, trial: bool = False) -> None:
+        """Show run ``name``: a reserved spare if any, else new widgets (kernel's thread).
+
+        A ``trial`` (a short run of Find a fix) is drawn light grey and dotted, so that the
+        runs that tell the story (the baseline, the fixes, the winner) keep the colours.
+        """
+        if trial:
+            colour, dash = self.styles[name] = _TRIAL_STYLE
+        else:
+            colour, dash = self.styles[name] = run_style(self._added)
+            self._added += 1
         if self._spares:
             cell, line = self._spares.pop(0)
             cell.rename(name, colour)

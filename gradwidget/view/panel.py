@@ -189,9 +189,10 @@ class GradPanel(w.VBox):
                 self.chooser.options = names
             self.chooser.value = self.session.shown if self.session.shown in names else None
         self.chooser.layout.display = "" if len(names) > 1 else "none"
+        trials = {r.name for r in self.session.runs if r.role == "trial"}
         for name in names:
             if name not in self.compare.cells:
-                self.compare.add_run(name)
+                self.compare.add_run(name, trial=name in trials)
         if len(names) >= 2 and self.compare not in self.children:  # something to compare
             self.children = (*self.children, self.compare)
 
