@@ -155,3 +155,18 @@ def test_dataframe_and_csv_long_format(tmp_path) -> None:
     assert row.value.item() == 2
     h.to_csv(tmp_path / "h.csv")
     assert (tmp_path / "h.csv").read_text().startswith("step,layer,metric,value")
+
+
+def test_a_frozen_view_reads_each_series_once_and_refuses_changes() -> None:
+    h = History(("a", "b"))
+    for step in range(5):
+        h.append("grad_norm", step, [step, 2 * step])
+    view = h.frozen()
+    first = view.series("grad_norm")
+    assert view.series("grad_norm") is first  # read (copied) once
+    np.testing.assert_array_equal(first.last, h.series("grad_norm").last)
+    assert view.frozen() is view and len(view) == 5 and view.metrics == ("grad_norm",)
+    with pytest.raises(ValueError, match="read-only"):
+        first.last[0, 0] = 9.0
+    with pytest.raises(TypeError, match="read only"):
+        view.append("grad_norm", 5, [1.0, 1.0])

@@ -47,6 +47,7 @@ def diagnose(history: History, thresholds: Thresholds = _DEFAULT_THRESHOLDS) -> 
         non_finite, exploding, vanishing, dead_units, saturation, oscillating, update_ratio,
         slow_convergence, plateau); empty when healthy.
     """
+    history = history.frozen()  # each series copied once, not once per rule
     # The rules run most severe first (see KINDS), so the list needs no sorting.
     rules = (
         non_finite,

@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..diagnose.rules import Finding, Thresholds, diagnose
-from ..history import History, Series
+from ..history import History
 from ..remedies import LABELS
 from .dashboard import Dashboard
 from .diagnosis_box import DiagnosisBox
@@ -50,7 +50,7 @@ class LiveCharts(w.VBox):
         ``model``, when known, gives the charts each layer's module type and parameter count
         (tooltips, norm layers told apart); the layer names alone suffice otherwise.
         """
-        frozen = _ReadOnce(snapshot)
+        frozen = snapshot.frozen()  # every chart and the diagnosis read one copy of each series
         if len(frozen) < 2:  # every chart needs two steps: a half-drawn view breaks in bqplot
             return False
         if self.dashboard.layers != snapshot.layers:
@@ -58,10 +58,10 @@ class LiveCharts(w.VBox):
         heavy = final or time.monotonic() - self._last_heavy >= _HEAVY_EVERY_S
         if heavy:
             self._last_heavy = time.monotonic()
-            self.findings = tuple(diagnose(snapshot, self.thresholds))
+            self.findings = tuple(diagnose(frozen, self.thresholds))
             self.diagnosis.show(self.findings)
             self.dashboard.flag(self.findings)
-        self.dashboard.update(frozen, force=final)  # type: ignore[arg-type]
+        self.dashboard.update(frozen, force=final)
         if self.charts.children != (self.dashboard,):
             # Shown only once it holds data: a bqplot view created from a half-set state
             # (layers known, values not yet) fails in the browser.
@@ -71,24 +71,3 @@ class LiveCharts(w.VBox):
     @property
     def _band(self) -> tuple[float, float]:
         return (self.thresholds.vanishing_ratio, self.thresholds.exploding_ratio)
-
-
-class _ReadOnce:
-    """A snapshot whose series are each read (copied) once per redraw: every chart reads
-    ``grad_norm``, and at 500 layers one read copies 6 MB."""
-
-    def __init__(self, snapshot: History) -> None:
-        self.snapshot, self.layers = snapshot, snapshot.layers
-        self._read: dict[str, Series] = {}
-
-    def series(self, name: str) -> Series:
-        if name not in self._read:
-            self._read[name] = self.snapshot.series(name)
-        return self._read[name]
-
-    def loss_curve(self) -> Series:
-        dense = self.series("train_loss")
-        return dense if len(dense) else self.series("loss")
-
-    def __len__(self) -> int:
-        return len(self.series("grad_norm"))
