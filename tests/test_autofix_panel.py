@@ -63,6 +63,8 @@ def test_a_second_search_or_run_is_refused_in_words(panels, digits) -> None:
     panel = panels(_vanishing(), digits, steps=5000)
     first = panel.autofix()
     assert panel.autofix() is None and "press Stop first" in panel.status.text
+    assert panel.train() is None and "still searching" in panel.status.text
+    assert panel.retrain(["relu"]) is None and "still searching" in panel.status.text
     panel.stop()
     first.wait(30)
     panel.wait(30)

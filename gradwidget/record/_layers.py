@@ -21,7 +21,7 @@ from .distributed import local
 
 __all__ = ["Layer", "Layers", "UpdateTracker", "find_layers", "squares"]
 
-# Update ratios from a sample of each tensor (measured in shared/NOTES.md and docs/performance.md:
+# Update ratios from a sample of each tensor (measured in docs/performance.md:
 # 1024 coordinates give a p90 relative error of 3-4 % against the exact per-tensor ratio).
 _SAMPLE = 1024
 _SHARE = 0.01  # of the parameter bytes: the most the sample may hold

@@ -156,11 +156,6 @@ class Autofix:
         return self.result
 
     @property
-    def thread(self) -> threading.Thread | None:
-        """The thread the search runs on (the runs it launches are its own)."""
-        return self._thread
-
-    @property
     def done(self) -> bool:
         """Whether the search has ended (found, gave up, stopped or failed)."""
         return self._done.is_set()

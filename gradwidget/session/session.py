@@ -202,6 +202,7 @@ class Session:
 
     def train(self) -> Run:
         """Start a baseline run from the initial weights (refused while another runs)."""
+        self._refuse_while_searching()
         return self.launch((), steps=self.config.steps, label="baseline", role="run")
 
     def retrain(self, names: Iterable[str]) -> Run:
@@ -225,11 +226,13 @@ class Session:
         if not chosen:
             raise GradWidgetError("Choose at least one fix to retrain with.")
         label = " + ".join(LABELS[name] for name in chosen)
+        self._refuse_while_searching()
         return self.launch(chosen, steps=self.config.steps, label=label, role="run")
 
     def launch(self, fixes: tuple[str, ...], *, steps: int, label: str, role: str) -> Run:
         """Start a run of ``steps`` steps with ``fixes``, from the initial weights and the
         same data order; ``role`` is ``"run"``, ``"trial"`` or ``"winner"``. The started run.
+        The search for a fix launches its runs here too (so a search does not refuse them).
         """
         with self._lock:
             self._check_can_start()
@@ -266,6 +269,7 @@ class Session:
         ends it at any moment. ``budget_s`` caps the whole search.
         """
         with self._lock:
+            self._refuse_while_searching()
             self._check_can_start()
             search = Autofix(
                 self, budget_s=budget_s, trial_steps=trial_steps, max_trials=max_trials
@@ -288,11 +292,10 @@ class Session:
             raise GradWidgetError(
                 f"{self.active.name!r} is still running: press Stop first (one run at a time)."
             )
-        if self.searching and threading.current_thread() is not self._search_thread():
-            raise GradWidgetError("Find a fix is still searching: press Stop first.")
 
-    def _search_thread(self) -> threading.Thread | None:
-        return None if self.search is None else self.search.thread
+    def _refuse_while_searching(self) -> None:
+        if self.searching:
+            raise GradWidgetError("Find a fix is still searching: press Stop first.")
 
     @property
     def active(self) -> Run | None:
