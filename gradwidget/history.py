@@ -56,15 +56,20 @@ class _Buckets:
         self.last, self.lo, self.hi = (np.zeros((capacity, width), _DTYPE) for _ in range(3))
         self._open: list[Any] | None = None  # [count, step, last, lo, hi] of the bucket filling
 
-    def append(self, step: int, values: np.ndarray) -> None:
-        if self._open is None:
-            self._open = [1, step, values, values, values]
-        else:
-            b = self._open
+    def extend(self, steps: list[int], rows: np.ndarray) -> None:
+        """Add ``rows`` (``(n, width)``), one per step, a bucket's worth at a time."""
+        done = 0
+        while done < len(steps):
+            filled = 0 if self._open is None else self._open[0]
+            take = min(self.stride - filled, len(steps) - done)
+            chunk, done = rows[done : done + take], done + take
             # fmin/fmax ignore NaN ("no gradient") instead of letting it swallow a real value.
-            b[:] = [b[0] + 1, step, values, np.fmin(b[3], values), np.fmax(b[4], values)]
-        if self._open[0] == self.stride:
-            self._close_bucket()
+            lo, hi = np.fmin.reduce(chunk), np.fmax.reduce(chunk)
+            if self._open is not None:
+                lo, hi = np.fmin(self._open[3], lo), np.fmax(self._open[4], hi)
+            self._open = [filled + take, steps[done - 1], chunk[-1], lo, hi]
+            if filled + take == self.stride:
+                self._close_bucket()
 
     def _close_bucket(self) -> None:
         if self.n == self.capacity:
@@ -194,17 +199,24 @@ class History:
 
     def append(self, name: str, step: int, values: Any) -> None:
         """Add one point to series ``name`` (created on first use, width from ``values``)."""
-        row = np.atleast_1d(np.asarray(values, dtype=_DTYPE)).ravel()
+        self.extend(name, [step], np.atleast_1d(np.asarray(values, dtype=_DTYPE)).reshape(1, -1))
+
+    def extend(self, name: str, steps: list[int], rows: Any) -> None:
+        """Add one point per step of ``steps`` to series ``name``: ``rows`` is ``(n, width)``,
+        or ``(n,)`` for a one-value series such as every step's loss (one lock, not n)."""
+        block = np.asarray(rows, dtype=_DTYPE).reshape(len(steps), -1)
+        steps = [int(step) for step in steps]
         with self._lock:
             buckets = self._series.get(name)
             if buckets is None:
-                buckets = self._series[name] = _Buckets(row.size, self.capacity)
-            elif row.size != buckets.width:
-                raise ValueError(f"{name}: expected {buckets.width} values, got {row.size}")
-            buckets.append(int(step), row)
+                buckets = self._series[name] = _Buckets(block.shape[1], self.capacity)
+            elif block.shape[1] != buckets.width:
+                raise ValueError(f"{name}: expected {buckets.width} values, got {block.shape[1]}")
+            buckets.extend(steps, block)
             self.version += 1
         for listener in self._listeners:
-            listener(name, int(step), row)
+            for step, row in zip(steps, block, strict=True):
+                listener(name, step, row)
 
     @property
     def metrics(self) -> tuple[str, ...]:

@@ -82,6 +82,12 @@ class StepKind:
     hooked: bool  # the forward pass ran with activation hooks (an activation sample)
     update: bool  # the update ratio of the previous sample was measured
 
+    @staticmethod
+    def of(grads: bool, hooked: bool, update: bool) -> StepKind:
+        """The shared instance for these flags: ``capture`` runs every step, and building a
+        dataclass there costs as much as reading the loss."""
+        return _KINDS[grads, hooked, update]
+
 
 class _Window:
     """The median of the last ``size`` values, as of the last :meth:`refresh` (0 before)."""
@@ -237,5 +243,6 @@ class Schedule:
             self.act_interval = self.act_every * k
 
 
-_PLAIN = StepKind(grads=False, hooked=False, update=False)
-_GRADS = StepKind(grads=True, hooked=False, update=False)
+_FLAGS = (False, True)
+_KINDS = {(g, h, u): StepKind(g, h, u) for g in _FLAGS for h in _FLAGS for u in _FLAGS}
+_PLAIN, _GRADS = StepKind.of(False, False, False), StepKind.of(True, False, False)

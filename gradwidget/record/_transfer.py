@@ -100,10 +100,6 @@ class HostLink:
                 item.event.synchronize()  # already complete unless waiting was asked for
             yield Landed(item.tag, _unflatten(item.layout, item.host.numpy()))
 
-    def peek(self, tensor: torch.Tensor) -> np.ndarray | None:
-        """A host view of ``tensor`` when reading it costs no transfer (CPU), else None."""
-        return tensor.numpy() if tensor.device.type == "cpu" else None
-
 
 def _unflatten(layout: tuple[tuple[str, int], ...], flat: np.ndarray) -> dict[str, np.ndarray]:
     """Cut one flat host copy back into the named parts it was made of."""

@@ -18,6 +18,7 @@ The cost model drives the design (measured in ``docs/performance.md``):
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -44,6 +45,7 @@ from .distributed import Scope, check_parameters, local, unwrap
 __all__ = ["Recorder"]
 
 _SQUARED = ("grad_sq", "weight_sq", "update_sq")  # the parts stage (b) may reduce
+_TICK = StepKind.of(False, False, False)  # a step that only leaves its tick
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class Recorder:
         self._clock = time.thread_time if cpu else time.perf_counter
         self._updates = UpdateTracker()
         self._link = HostLink(self._layers.device)
-        self._ticks = Ticks(self._link)
+        self._ticks = Ticks(self._layers.device)
         self._lock = threading.Lock()  # a reader thread may drain while the loop captures
         self._closed = False
         #: Stage (b): None, or ``flat -> flat`` summing the squared norms across processes.
@@ -168,7 +170,7 @@ class Recorder:
 
         The only wait on a GPU, and it holds the lock that :meth:`capture` takes: a poller
         that redraws many times a second reads :attr:`live` instead, which lags by at most
-        the tick ring (8 steps of ``train_loss``) and one transfer.
+        the tick ring (8 steps of ``train_loss``, 32 on CPU) and one transfer.
         """
         if not self._closed:
             with self._lock:
@@ -269,13 +271,17 @@ class Recorder:
         grad = sentinel.grad if grads and sentinel is not None else None
         grad = None if grad is None else local(grad)
         alarm = self._ticks.record(step, loss, grad, None if amp is None else amp.scale)
-        kind = StepKind(
-            grads=grads and self._schedule.grads_due(step, force or alarm),
-            hooked=self._sampling,
-            update=self._updates.pending,
+        kind = StepKind.of(
+            grads and self._schedule.grads_due(step, force or alarm),
+            self._sampling,
+            self._updates.pending,
         )
-        parts, present = self._measure(kind, loss, amp)
-        self._flush(step, present, self._reduce(parts), kind.grads)
+        parts: dict[str, torch.Tensor] = {}
+        present: tuple[int, ...] = ()
+        if kind is not _TICK:  # most steps only leave their tick: nothing to measure
+            parts, present = self._measure(kind, loss, amp)
+            parts = self._reduce(parts)
+        self._flush(step, present, parts, kind.grads)
         self.step += 1
         self._rearm()
         return kind
@@ -328,17 +334,24 @@ class Recorder:
         A step with nothing due and room left in the tick ring makes no transfer at all.
         """
         if parts or grads or self._ticks.full:  # a capture without gradients still has its row
-            ticks, tick_tag = self._ticks.drain()
-            self._link.send({**parts, **ticks}, _Tag(step, present, tick_tag, grads))
+            self._send(_Tag(step, present, None, grads), parts)
         if self._link.pending:
             for landed in self._link.receive():
                 self._append(landed.tag, landed.values)
 
-    def _drain(self) -> None:
-        """Send the ticks still on the device and wait for every transfer to land."""
+    def _send(self, tag: _Tag, parts: dict[str, torch.Tensor]) -> None:
+        """Send ``parts`` with the ticks kept so far; ticks already on the host (CPU) and
+        nothing else due: straight into the history, no transfer."""
         ticks, tick_tag = self._ticks.drain()
-        if ticks:
-            self._link.send(ticks, _Tag(self.step, (), tick_tag))
+        tag = dataclasses.replace(tag, ticks=tick_tag)
+        if parts or ticks or tag.grads:
+            self._link.send({**parts, **ticks}, tag)
+        elif tick_tag is not None:
+            self._append(tag, {})
+
+    def _drain(self) -> None:
+        """Send the ticks kept so far and wait for every transfer to land."""
+        self._send(_Tag(self.step, (), None), {})
         for landed in self._link.receive(wait=True):
             self._append(landed.tag, landed.values)
 
@@ -346,26 +359,27 @@ class Recorder:
         """Stage (d): per-layer values from per-parameter squares, into the history."""
         step, layers = tag.step, self._layers
         if tag.ticks is not None:
-            self._ticks.land(tag.ticks, values.pop("ticks"), self._emit)
+            self._ticks.land(tag.ticks, values.pop("ticks", None), self._emit)
         if tag.grads:
             norms = layers.per_layer(values.pop("grad_sq", np.zeros(0)), list(tag.present))
             if "loss" in values:  # no loss given: none recorded (a NaN would read as diverged)
-                self._emit("loss", step, values.pop("loss"))
-            self._emit("grad_norm", step, norms)
+                self._emit("loss", [step], values.pop("loss"))
+            self._emit("grad_norm", [step], [norms])
             exact = self._link.synchronous  # the gradients are still the captured ones
             counts = self._scope.total(layers.count_nonfinite(norms, exact), norms)
-            self._emit("nonfinite", step, counts)
+            self._emit("nonfinite", [step], [counts])
         if "update_sq" in values:
             weight, ratio = layers.update_ratio(values.pop("weight_sq"), values.pop("update_sq"))
             # The update belongs to the sampled step, before the optimizer moved the weights.
-            self._emit("weight_norm", step - 1, weight)
-            self._emit("update_ratio", step - 1, ratio)
+            self._emit("weight_norm", [step - 1], [weight])
+            self._emit("update_ratio", [step - 1], [ratio])
         for name, row in values.items():  # activation statistics
-            self._emit(name, step, row)
+            self._emit(name, [step], [row])
 
-    def _emit(self, name: str, step: int, values: Any) -> None:
-        """Where every recorded point leaves the recorder (one place for any other sink too)."""
-        self._history.append(name, step, values)
+    def _emit(self, name: str, steps: list[int], rows: Any) -> None:
+        """Where every recorded point leaves the recorder (one place for any other sink too):
+        one row per step of ``steps``."""
+        self._history.extend(name, steps, rows)
 
     def _rearm(self) -> None:
         """Hooks exist only for the forward pass of a sampled step that reads activations."""

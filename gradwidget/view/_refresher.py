@@ -1,11 +1,21 @@
-"""A background thread that calls ``tick`` at a fixed rate while there is something to show."""
+"""A background thread that calls ``tick`` while there is something to show, at a rate that
+the tick's own cost keeps within a small share of one core."""
 
 from __future__ import annotations
 
+import statistics
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 
 __all__ = ["Refresher"]
+
+# The most of one core the redraws may take: training shares the process (and, through the
+# GIL, the interpreter) with them. Measured (docs/performance.md): a 10-layer panel's redraw
+# costs 3-5 ms of CPU, a 500-layer one 14-18 ms; at a fixed 10 Hz that was 4-18 % of a core,
+# and panel-managed training ran at 0.76x the plain loop's speed.
+_SHARE = 0.02
 
 
 class Refresher:
@@ -13,7 +23,9 @@ class Refresher:
 
     ``tick`` returns False when it has nothing more to do; the thread then ends, unless
     :meth:`poke` was called since the previous tick (new data arrived meanwhile). So a panel
-    has no thread while idle, and at most ``hz`` refreshes a second whatever the step rate.
+    has no thread while idle, and at most ``hz`` refreshes a second whatever the step rate:
+    fewer where a tick costs more than ``_SHARE`` of the time between two (the interval grows
+    to the tick's recent CPU time over ``_SHARE``).
     """
 
     def __init__(self, tick: Callable[[], bool], hz: float, name: str) -> None:
@@ -24,6 +36,15 @@ class Refresher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._poked = False
+        # CPU seconds of the last ticks; their median ignores a one-off (the first draw builds
+        # every chart) that an average would carry into the next seconds' rate.
+        self._costs: deque[float] = deque([0.0], maxlen=5)
+
+    @property
+    def wait_s(self) -> float:
+        """Seconds between two ticks: the rate asked for, or longer where ticks are costly."""
+        cost = statistics.median(self._costs)
+        return max(self.interval, cost / _SHARE - cost)
 
     def poke(self) -> None:
         """Make sure the thread runs; cheap enough to call on every training step."""
@@ -34,10 +55,13 @@ class Refresher:
                 self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self.wait_s):
             with self._lock:
                 self._poked = False
-            if self.tick():
+            began = time.thread_time()
+            more = self.tick()
+            self._costs.append(time.thread_time() - began)
+            if more:
                 continue
             with self._lock:
                 if not self._poked:
