@@ -1,6 +1,6 @@
 """The diagnosis judges the end of a run in steps, and a seeded run records the same anywhere.
 
-Issue 18: under the time budget a tiny model's captures are the dense first 40 steps plus one
+Issue 18: under the time budget a tiny model's captures were the dense first 40 steps plus one
 every 64, so "the last 40 recorded points" were mostly the first steps of the run, and a
 healthy net was diagnosed "Loss plateau". Real trainings here, torch as the trainer; the
 healthy nets reach over 90 % test accuracy, so any finding on them is a false one.

@@ -253,10 +253,10 @@ def test_adaptive_sampling_holds_the_budget_when_captures_are_costly() -> None:
         tight.capture()
     assert unlimited.grad_every == 1 and len(unlimited.history) == 400
     assert (unlimited.act_interval, tight.act_every) == (10, 10)
-    # the first 40 captures and 20 activation samples are kept whole, then both thin out
+    # captures until the first decision (step 8) measure the costs, then both thin out at once
     steps, acts = tight.history.steps, tight.history.series("act_mean").steps
-    assert steps[:40].tolist() == list(range(40)) and len(steps) < 60
-    assert acts[:20].tolist() == list(range(0, 200, 10)) and len(acts) < 25
+    assert steps[:9].tolist() == list(range(9)) and steps[9] == 8 + tight.grad_every
+    assert acts[:2].tolist() == [0, 10] and len(acts) <= 3
     assert tight.grad_every > 1 and tight.act_interval == 10 * tight.grad_every
     unlimited.close()
     tight.close()
@@ -351,7 +351,7 @@ def test_steps_captured_without_a_loss_record_none_and_a_nan_loss_still_counts()
 
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     x = torch.randn(16, 4)
-    with Recorder(model) as rec:
+    with Recorder(model, budget=None) as rec:  # every step captured
         for factor in [1.0] * 30 + [math.nan]:
             model.zero_grad()
             loss = model(x).square().mean() * factor

@@ -133,7 +133,7 @@ def test_refusals_are_sentences_and_change_nothing(data, sessions) -> None:
 
 def test_own_loop_export_writes_the_recorded_history_as_torch_computed_it(tmp_path) -> None:
     model = _mlp()
-    panel = gw.GradPanel(model)
+    panel = gw.GradPanel(model, recorder_options={"budget": None})  # every step captured
     layers = own_layers(model)
     x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -27,9 +27,13 @@ from dataclasses import dataclass
 __all__ = ["Schedule", "StepBudget", "StepKind"]
 
 _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the cost
-# The first gradient captures and activation samples of every run are never thinned: charts
-# start at once, and a short run keeps enough points for the diagnosis's windows.
-_FULL_GRADS, _FULL_SAMPLES = 40, 20
+# A planned run (StepBudget) never thins its first gradient captures and activation samples:
+# its charts start densely, and what they cost is part of the run's fixed plan.
+_HEAD_GRADS, _HEAD_SAMPLES = 40, 20
+# Under the time budget only the captures that measure the costs come before it: the first
+# decision (step 8) needs gradient captures, the sample cost a second sample. A head of
+# 40 / 20 cost 40 ms, 12 % of a 300-step run of 1.1 ms Lightning steps (docs/performance.md).
+_MEASURED_GRADS, _MEASURED_SAMPLES = 8, 2
 _WARMUP_STEPS = 5  # first steps pay one-off costs; keep them out of the estimates
 _ADAPT_EVERY = 8  # steps between two decisions: the estimates move slowly anyway
 
@@ -63,13 +67,13 @@ class StepBudget:
     def intervals(self, act_every: int, step: int) -> tuple[int, int]:
         """The gradient and the activation interval in force at ``step``.
 
-        The first ``_FULL_GRADS`` steps and ``_FULL_SAMPLES`` samples are never thinned, as
-        under the time budget: a long run's charts start at once.
+        The first ``_HEAD_GRADS`` steps and ``_HEAD_SAMPLES`` samples are never thinned: a
+        long run's charts start at once.
         """
         # Unknown length: a power of two at most the steps so far (changes log(steps) times).
         length = self.steps if self.steps is not None else 1 << max(step, 1).bit_length() - 1
-        grad_every = 1 if step < _FULL_GRADS else max(1, length // self.points)
-        if not act_every or step < _FULL_SAMPLES * act_every:
+        grad_every = 1 if step < _HEAD_GRADS else max(1, length // self.points)
+        if not act_every or step < _HEAD_SAMPLES * act_every:
             return grad_every, act_every
         return grad_every, max(act_every, length // self.act_points)
 
@@ -237,9 +241,9 @@ class Schedule:
         needed = self._capture_s + (sample_s / self.act_every if self.act_every else 0.0)
         factor = needed / available if available > 0 else math.inf
         k = max(1, min(_MAX_FACTOR, math.ceil(factor) if math.isfinite(factor) else _MAX_FACTOR))
-        if self._grads_taken >= _FULL_GRADS:
+        if self._grads_taken >= _MEASURED_GRADS:
             self.grad_every = k
-        if self._samples_taken >= _FULL_SAMPLES:
+        if self._samples_taken >= _MEASURED_SAMPLES:
             self.act_interval = self.act_every * k
 
 
