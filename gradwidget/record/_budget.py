@@ -30,10 +30,11 @@ _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the 
 # A planned run (StepBudget) never thins its first gradient captures and activation samples:
 # its charts start densely, and what they cost is part of the run's fixed plan.
 _HEAD_GRADS, _HEAD_SAMPLES = 40, 20
-# Under the time budget only the captures that measure the costs come before it: the first
-# decision (step 8) needs gradient captures, the sample cost a second sample. A head of
-# 40 / 20 cost 40 ms, 12 % of a 300-step run of 1.1 ms Lightning steps (docs/performance.md).
-_MEASURED_GRADS, _MEASURED_SAMPLES = 8, 2
+# Under the time budget only the captures that measure the costs come before it: every other
+# step until the first decision (step 8), so that both gradient captures and plain ticks are
+# timed, and a second activation sample for the sample's cost. A head of 40 captures and 20
+# samples cost 40 ms, 12 % of a 300-step run of 1.4 ms Lightning steps (docs/performance.md).
+_MEASURED_GRADS, _MEASURED_SAMPLES = 5, 2
 _WARMUP_STEPS = 5  # first steps pay one-off costs; keep them out of the estimates
 _ADAPT_EVERY = 8  # steps between two decisions: the estimates move slowly anyway
 
@@ -128,7 +129,7 @@ class Schedule:
         self.plan = budget if isinstance(budget, StepBudget) else None
         self.budget = None if self.plan is not None else budget  # the time budget
         self.act_every = act_every
-        self.grad_every = 1
+        self.grad_every = 1 if budget is None else 2
         self.act_interval = act_every
         if self.plan is not None:
             self.grad_every, self.act_interval = self.plan.intervals(act_every, 0)

@@ -121,16 +121,16 @@ class Ticks:
         """True when the ring holds ``rows`` ticks and must be emptied (:meth:`drain`)."""
         return len(self._steps) >= self.rows
 
-    def record(
-        self, step: int, loss: torch.Tensor | None, grad: torch.Tensor | None, scale: Any
-    ) -> bool:
-        """Keep one tick on the device; True when it, or an earlier landed one, is alarming.
+    def record(self, step: int, loss: Any, grad: torch.Tensor | None, scale: Any) -> bool:
+        """Keep one tick; True when it, or an earlier landed one, is alarming.
 
-        ``loss`` is a 0-d tensor or None; ``grad`` the sentinel parameter's gradient or None;
-        ``scale`` the scaler's 0-d scale tensor or None.
+        ``loss`` is what the user passed to ``capture`` (a tensor, a float or None); ``grad``
+        the sentinel parameter's gradient or None; ``scale`` the scaler's 0-d scale tensor or
+        None.
         """
         if self._host:
             return self._record_floats(step, loss, grad, scale)
+        loss = as_loss(loss, self._nan.device)
         loss_t = self._nan if loss is None else loss
         norm_t = self._no_grad if grad is None else _norm(grad)
         self._losses.append(loss_t)
@@ -141,11 +141,9 @@ class Ticks:
         alarm, self._alarm = self._alarm, False
         return alarm
 
-    def _record_floats(
-        self, step: int, loss: torch.Tensor | None, grad: torch.Tensor | None, scale: Any
-    ) -> bool:
+    def _record_floats(self, step: int, loss: Any, grad: torch.Tensor | None, scale: Any) -> bool:
         """The CPU tick: read at once, kept on the host; True when it is alarming."""
-        loss_f = math.nan if loss is None else loss.item()
+        loss_f = _as_float(loss)
         norm_f = -1.0 if grad is None else _norm(grad).item()
         self._rows.append((loss_f, norm_f, math.nan if scale is None else scale.item()))
         self._steps.append(step)
@@ -205,7 +203,17 @@ class Ticks:
 def _norm(grad: torch.Tensor) -> torch.Tensor:
     # A float16 norm overflows above 65504: reduce half precision in float32.
     wide = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else None
-    return torch.linalg.vector_norm(grad.detach(), dtype=wide)
+    return torch.linalg.vector_norm(grad.detach() if grad.requires_grad else grad, dtype=wide)
+
+
+def _as_float(loss: Any) -> float:
+    """The loss as a float, NaN when there is none: on CPU, without building a tensor."""
+    if loss is None:
+        return math.nan
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+        return loss.item()
+    value = as_loss(loss, torch.device("cpu"))
+    return math.nan if value is None else value.item()
 
 
 def as_loss(loss: Any, device: torch.device) -> torch.Tensor | None:

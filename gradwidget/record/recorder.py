@@ -230,7 +230,7 @@ class Recorder:
         entered = self._clock()
         amp = read_scaler(scaler)
         with self._lock:
-            kind = self._capture(as_loss(loss, self._layers.device), force, amp)
+            kind = self._capture(loss, force, amp)
         self._schedule.observe(self.step - 1, entered, self._clock(), kind)
 
     def close(self) -> None:
@@ -263,7 +263,7 @@ class Recorder:
     # (d) _append: host values into the History, through _emit.
     # Squares stay squares until (d): partial sums of squares add up across shards, norms do not.
 
-    def _capture(self, loss: torch.Tensor | None, force: bool, amp: AmpState | None) -> StepKind:
+    def _capture(self, loss: Any, force: bool, amp: AmpState | None) -> StepKind:
         if not self._ordered:
             self._fix_order()
         step, sentinel = self.step, self._layers.sentinel
@@ -287,15 +287,15 @@ class Recorder:
         return kind
 
     def _measure(
-        self, kind: StepKind, loss: torch.Tensor | None, amp: AmpState | None
+        self, kind: StepKind, loss: Any, amp: AmpState | None
     ) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
         """Stage (a): what is due, as device tensors; and which parameters have a gradient."""
         parts: dict[str, torch.Tensor] = {}
         params, device = self._layers.params, self._layers.device
         present: tuple[int, ...] = ()
         if kind.grads:
-            if loss is not None:
-                parts["loss"] = loss.reshape(1)
+            if (value := as_loss(loss, device)) is not None:
+                parts["loss"] = value.reshape(1)
             present = tuple(i for i, p in enumerate(params) if p.grad is not None)
             if present:
                 grad_sq = squares([params[i].grad for i in present], device)

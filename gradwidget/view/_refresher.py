@@ -15,7 +15,7 @@ __all__ = ["Refresher"]
 # GIL, the interpreter) with them. Measured (docs/performance.md): a 10-layer panel's redraw
 # costs 3-5 ms of CPU, a 500-layer one 14-18 ms; at a fixed 10 Hz that was 4-18 % of a core,
 # and panel-managed training ran at 0.76x the plain loop's speed.
-_SHARE = 0.02
+_SHARE = 0.01
 
 
 class Refresher:
