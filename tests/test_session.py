@@ -69,7 +69,7 @@ for _ in range(5):
 watching.close()
 print(json.dumps({
     "runs": list(table["run"]), "files": sorted(p.name for p in written),
-    "watched_steps": len(watching.history()),
+    "watched_steps": len(watching.history().series("train_loss")),  # every step's loss
     "ui": sorted(m for m in sys.modules if m.split(".")[0] in {"ipywidgets", "bqplot"}),
 }))
 """

@@ -29,7 +29,7 @@ __all__ = ["Schedule", "StepBudget", "StepKind"]
 _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the cost
 # A planned run (StepBudget) never thins its first gradient captures and activation samples:
 # its charts start densely, and what they cost is part of the run's fixed plan.
-_HEAD_GRADS, _HEAD_SAMPLES = 40, 20
+_HEAD_GRADS, _HEAD_SAMPLES = 20, 10
 # Under the time budget only the captures that measure the costs come before it: every other
 # step until the first decision (step 8), so that both gradient captures and plain ticks are
 # timed, and a second activation sample for the sample's cost. A head of 40 captures and 20
@@ -49,21 +49,23 @@ class StepBudget:
         The planned length of the run; None (e.g. batches of unknown number): the intervals
         double as the run grows, still a function of the step alone.
     points : int
-        Gradient captures to aim for over the run (default 100): ``steps // points`` between
-        two, so the diagnosis's window (the last tenth of the steps) holds about 10.
+        Gradient captures to aim for over the run (default 50): ``steps // points`` between
+        two, so the diagnosis's window (the last tenth of the steps) holds about 5, more than
+        its ``min_samples`` (3).
     act_points : int
-        Activation samples to aim for (default 50), never closer than ``act_every``.
+        Activation samples to aim for (default 25), never closer than ``act_every``.
 
     Notes
     -----
     On the tutorial's 10-layer width-64 sigmoid MLP (600 steps, one thread) a run recorded
-    this way took 1.24x the CPU time of plain training, against 1.15x under the 3 % time
-    budget and 1.37x with 200 / 100 points (docs/performance.md).
+    this way took 1.24x the CPU time of plain training with 100 / 50 points and a head of 40
+    captures and 20 samples, 1.37x with 200 / 100 points (docs/performance.md); half as many
+    points and the halved head are what panel-managed training at 0.95x a plain loop allows.
     """
 
     steps: int | None
-    points: int = 100
-    act_points: int = 50
+    points: int = 50
+    act_points: int = 25
 
     def intervals(self, act_every: int, step: int) -> tuple[int, int]:
         """The gradient and the activation interval in force at ``step``.
