@@ -1,7 +1,7 @@
 """The panel on real-sized models, read from the DOM in JupyterLab 4 and Notebook 7.
 
-A GPT-2-like transformer (75 layers, from a ``transformers`` config, no download) trained in
-the user's own loop on a thread, and a ResNet-like CNN with stages trained by the panel. The
+A GPT-2-like transformer (75 layers, and 501, from a ``transformers`` config, no download)
+trained in the user's own loop on a thread, and a ResNet-like CNN with stages trained by the panel. The
 checks are what a person needs to read the panel: no two tick labels of an axis overlap, at
 most 16 curves in the gradient chart, a heat map with a real colour range, the diagnosis and
 the fix controls near the top, and lines that move while training.
@@ -24,7 +24,7 @@ import gradwidget as gw
 from transformers import GPT2Config, GPT2LMHeadModel
 
 torch.manual_seed(0)
-config = GPT2Config(n_layer=12, n_embd=64, n_head=4, vocab_size=256, n_positions=64,
+config = GPT2Config(n_layer=N_LAYER, n_embd=WIDTH, n_head=4, vocab_size=256, n_positions=64,
                     bos_token_id=0, eos_token_id=0)
 model = GPT2LMHeadModel(config)
 panel = gw.watch(model)""",
@@ -166,8 +166,14 @@ def check_readable(driver, name: str) -> dict:
     return numbers
 
 
+def gpt2_own_loop(blocks: int, width: int) -> list[str]:
+    """The own-loop notebook on a GPT-2-like model of ``blocks`` blocks (6 layers each)."""
+    first = GPT2_OWN_LOOP[0].replace("N_LAYER", str(blocks)).replace("WIDTH", str(width))
+    return [first, *GPT2_OWN_LOOP[1:]]
+
+
 def test_gpt2_in_an_own_loop_is_readable(driver):
-    driver.run_all(driver.write("gpt2.ipynb", GPT2_OWN_LOOP))
+    driver.run_all(driver.write("gpt2.ipynb", gpt2_own_loop(12, 64)))  # 75 layers
     driver.wait_for_marker()
     numbers = check_readable(driver, "gpt2-own-loop")
     assert numbers["height"] <= 1200, numbers
@@ -180,6 +186,15 @@ def test_gpt2_in_an_own_loop_is_readable(driver):
         finally:  # the server keeps its settings for the next test: let it save them
             set_theme(driver, "JupyterLab Light", light=True)
             driver.page.wait_for_timeout(1500)
+
+
+def test_a_500_layer_gpt2_stays_readable_and_live(driver):
+    # 83 blocks: 501 layers, about 130 ms a step here. The refresher spaces redraws by their
+    # cost (1 % of a core: one every 1-2 s at this depth); the chart must still move.
+    driver.run_all(driver.write("gpt2-500.ipynb", gpt2_own_loop(83, 16)))
+    driver.wait_for_marker()
+    numbers = check_readable(driver, "gpt2-500-layers")
+    assert numbers["height"] <= 1200, numbers
 
 
 def set_theme(driver, theme: str, light: bool) -> None:
