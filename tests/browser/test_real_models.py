@@ -2,9 +2,9 @@
 
 A GPT-2-like transformer (75 layers, and 501, from a ``transformers`` config, no download)
 trained in the user's own loop on a thread, and a ResNet-like CNN with stages trained by the
-panel. The checks are what a person needs to read the panel: no two tick labels of an axis overlap, at
-most 16 curves in the gradient chart, a heat map with a real colour range, the diagnosis and
-the fix controls near the top, and lines that move while training.
+panel. The checks are what a person needs to read the panel: no two tick labels of an axis
+overlap, at most 16 curves in the gradient chart, a heat map with a real colour range, the
+diagnosis and the fix controls near the top, and lines that move while training.
 """
 
 from __future__ import annotations
