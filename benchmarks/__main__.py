@@ -33,7 +33,7 @@ class Settings:
     block: int | None  # None: each workload's own block length
     sweep_first: tuple[int, ...]  # intervals swept on the first (smallest) model
     sweep_rest: tuple[int, ...]
-    panel_steps: int
+    panel_steps: int  # a managed run: GradPanel's default length, 600 steps
     panel_rounds: int
     ui_seconds: float
     chart_repeats: int
@@ -43,7 +43,7 @@ class Settings:
     settle_samples: int  # activation intervals a budgeted Recorder trains untimed first
 
 
-FULL = Settings(12, None, (1, 10, 100), (1,), 300, 5, 3.0, 3, 1_000_000, 20_000, 30, 25)
+FULL = Settings(12, None, (1, 10, 100), (1,), 600, 7, 3.0, 3, 1_000_000, 20_000, 30, 25)
 QUICK = Settings(3, 10, (1,), (1,), 30, 1, 0.3, 1, 25_000, 200, 5, 1)
 
 

@@ -168,7 +168,8 @@ def main() -> None:
     lines = [
         f"Median ratio of the training loop's CPU time with the callback to without it, "
         f"{options.rounds} interleaved rounds of {options.steps} steps (p25-p75), one torch "
-        "thread, callback defaults (3 % gradient budget, activations every 10th step).",
+        "thread, callback defaults (one 3 % time budget for gradients, activation samples and "
+        "update ratios).",
         "",
         "| trainer and model | plain step (CPU time) | `display=False` "
         "| `display=True` (no front end) |",

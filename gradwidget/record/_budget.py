@@ -28,8 +28,9 @@ __all__ = ["Schedule", "StepBudget", "StepKind"]
 
 _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the cost
 # A planned run (StepBudget) never thins its first gradient captures and activation samples:
-# its charts start densely, and what they cost is part of the run's fixed plan.
-_HEAD_GRADS, _HEAD_SAMPLES = 20, 10
+# its charts start densely, and what they cost is part of the run's fixed plan (a head of
+# 40 / 20 cost about 2 % of a 600-step run of the tutorial's MLP).
+_HEAD_GRADS, _HEAD_SAMPLES = 10, 5
 # Under the time budget only the captures that measure the costs come before it: every other
 # step until the first decision (step 8), so that both gradient captures and plain ticks are
 # timed, and a second activation sample for the sample's cost. A head of 40 captures and 20
@@ -60,7 +61,8 @@ class StepBudget:
     On the tutorial's 10-layer width-64 sigmoid MLP (600 steps, one thread) a run recorded
     this way took 1.24x the CPU time of plain training with 100 / 50 points and a head of 40
     captures and 20 samples, 1.37x with 200 / 100 points (docs/performance.md); half as many
-    points and the halved head are what panel-managed training at 0.95x a plain loop allows.
+    points and a quarter of that head are what panel-managed training at 0.95x a plain loop
+    allows.
     """
 
     steps: int | None
