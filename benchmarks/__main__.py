@@ -155,8 +155,10 @@ def _targets(rows: list[OverheadRow], results: dict[str, Any]) -> list[dict[str,
     panel, traffic = results["panel_throughput"], results["ui_traffic"]
     history = results["history_memory"]
     if "ratio" in panel:
-        ratio = panel["ratio"]["median"]
-        out.append(_target("panel throughput ratio", ">= 0.95", ratio, ratio >= 0.95))
+        # Steps per CPU second of the process, as the callbacks' benchmark: on a shared machine
+        # the wall-clock ratio moved by 0.2 from round to round (reported beside it).
+        ratio = panel["cpu_ratio"]["median"]
+        out.append(_target("panel throughput ratio (CPU time)", ">= 0.95", ratio, ratio >= 0.95))
     if "refreshes_per_s" in traffic:
         rate, nbytes = traffic["refreshes_per_s"], traffic["bytes_per_s"]
         out.append(_target("UI refreshes/s", "<= 10", rate, rate <= 10))

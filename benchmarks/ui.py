@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -84,45 +84,58 @@ def _bursts(messages: list[Message], gap_s: float) -> int:
     return sum(1 for i, t in enumerate(times) if i == 0 or t - times[i - 1] > gap_s)
 
 
-def _plain_steps_per_s(workload: Workload, data: tuple, steps: int, batch: int) -> float:
+@dataclass(frozen=True)
+class _Speed:
+    """Steps per second of wall time, and per CPU second of this process (all its threads:
+    the panel's refresher too). On a shared machine the wall clock also counts the time other
+    processes held the cores; the CPU clock does not."""
+
+    wall: float
+    cpu: float
+
+
+def _timed(steps: int, train: Callable[[], Any]) -> _Speed:
+    wall, cpu = time.perf_counter(), time.process_time()
+    train()
+    return _Speed(steps / (time.perf_counter() - wall), steps / (time.process_time() - cpu))
+
+
+def _plain_speed(workload: Workload, data: tuple, steps: int, batch: int) -> _Speed:
     torch.manual_seed(0)
     model = workload.build()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = data
-    start = time.perf_counter()
-    order = torch.randperm(len(x))
-    for i in range(steps):
-        idx = order[(i * batch) % len(x) :][:batch]
-        optimizer.zero_grad()
-        F.cross_entropy(model(x[idx]), y[idx]).backward()
-        optimizer.step()
-    return steps / (time.perf_counter() - start)
+
+    def train() -> None:
+        order = torch.randperm(len(x))
+        for i in range(steps):
+            idx = order[(i * batch) % len(x) :][:batch]
+            optimizer.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+
+    return _timed(steps, train)
 
 
-def _panel_steps_per_s(workload: Workload, data: tuple, steps: int, batch: int) -> float:
+def _panel_speed(workload: Workload, data: tuple, steps: int, batch: int) -> _Speed:
     import gradwidget as gw
 
     torch.manual_seed(0)
     with CommTap().installed():
         panel = gw.GradPanel(workload.build(), data, lr=0.01, steps=steps, batch_size=batch)
         try:
-            start = time.perf_counter()
-            panel.train()
-            panel.wait(timeout=600)
-            return steps / (time.perf_counter() - start)
+            return _timed(steps, lambda: (panel.train(), panel.wait(timeout=600)))
         finally:
             panel.close()
 
 
-def _run_steps_per_s(workload: Workload, data: tuple, steps: int, batch: int) -> float:
+def _run_speed(workload: Workload, data: tuple, steps: int, batch: int) -> _Speed:
     """A gradwidget Run without a panel: training.py's loop and the default Recorder."""
     import gradwidget as gw
 
     torch.manual_seed(0)
     model = workload.build()
-    start = time.perf_counter()
-    gw.train(model, data, lr=0.01, steps=steps, batch_size=batch)
-    return steps / (time.perf_counter() - start)
+    return _timed(steps, lambda: gw.train(model, data, lr=0.01, steps=steps, batch_size=batch))
 
 
 def _dataset(workload: Workload, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,31 +144,35 @@ def _dataset(workload: Workload, batches: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def panel_throughput(workload: Workload, steps: int, rounds: int) -> dict[str, Any]:
-    """Steps/s of ``GradPanel.train()`` and of ``gw.train`` over a plain loop's, interleaved.
+    """Speed of ``GradPanel.train()`` and of ``gw.train`` over a plain loop's, interleaved.
 
     ``gw.train`` (a Run with its Recorder, no panel) splits the panel's cost into that of the
-    training loop and that of the live view.
+    training loop and that of the live view. Ratios of steps per wall second (``ratio``,
+    ``run_ratio``) and per CPU second of the process (``cpu_ratio``, ``run_cpu_ratio``).
     """
     batch = workload.input_shape[0]
     data = _dataset(workload, 16)
     # Plain runs before and after every gradwidget run: P R G P R G ... P.
-    plain = [_plain_steps_per_s(workload, data, steps, batch)]
-    runs, managed, run_ratios, ratios = [], [], [], []
+    plain = [_plain_speed(workload, data, steps, batch)]
+    runs, managed = [], []
+    names = ("run_ratio", "ratio", "run_cpu_ratio", "cpu_ratio")
+    ratios: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
-        runs.append(_run_steps_per_s(workload, data, steps, batch))
-        managed.append(_panel_steps_per_s(workload, data, steps, batch))
-        plain.append(_plain_steps_per_s(workload, data, steps, batch))
-        around = (1 / plain[-2] + 1 / plain[-1]) / 2  # plain seconds per step
-        run_ratios.append(runs[-1] * around)
-        ratios.append(managed[-1] * around)
+        runs.append(_run_speed(workload, data, steps, batch))
+        managed.append(_panel_speed(workload, data, steps, batch))
+        plain.append(_plain_speed(workload, data, steps, batch))
+        for clock, suffix in (("wall", "ratio"), ("cpu", "cpu_ratio")):
+            # plain seconds per step, around this round
+            around = (1 / getattr(plain[-2], clock) + 1 / getattr(plain[-1], clock)) / 2
+            ratios[f"run_{suffix}"].append(getattr(runs[-1], clock) * around)
+            ratios[suffix].append(getattr(managed[-1], clock) * around)
     return {
         "model": workload.name,
         "steps": steps,
-        "plain_steps_per_s": spread(plain)["median"],
-        "run_steps_per_s": spread(runs)["median"],
-        "panel_steps_per_s": spread(managed)["median"],
-        "run_ratio": spread(run_ratios),
-        "ratio": spread(ratios),
+        "plain_steps_per_s": spread([p.wall for p in plain])["median"],
+        "run_steps_per_s": spread([r.wall for r in runs])["median"],
+        "panel_steps_per_s": spread([m.wall for m in managed])["median"],
+        **{name: spread(values) for name, values in ratios.items()},
     }
 
 
