@@ -15,7 +15,7 @@ import time
 
 import pytest
 from playwright.sync_api import expect
-from test_real_models import GPT2_OWN_LOOP, set_theme
+from test_real_models import gpt2_own_loop, set_theme
 
 pytestmark = pytest.mark.browser
 
@@ -119,7 +119,7 @@ def test_the_tutorial_comparison_reads_at_a_glance(driver, repo_notebooks):
 
 
 def test_gpt2_own_loop_explains_every_empty_chart_and_shows_update_ratios(driver):
-    driver.run_all(driver.write("gpt2-readable.ipynb", GPT2_OWN_LOOP))
+    driver.run_all(driver.write("gpt2-readable.ipynb", gpt2_own_loop(12, 64)))
     driver.wait_for_marker()
     panel = driver.page.locator(".gw-panel")
     updates = panel.locator(".gw-update-chart")
