@@ -4,7 +4,8 @@ Three ways in, one panel. ``GradPanel(model, data)`` trains copies of the model 
 / Retrain with fixes); ``GradPanel(model)`` or ``watch(model)`` watches the user's own loop
 (``panel.capture(loss)`` after ``loss.backward()``); ``GradPanel.follow(path)`` follows a
 job's log on disk. Each builds a session, and everything the panel does is the session's;
-a refresher thread redraws at most ``refresh_hz`` times a second from the source on show.
+a refresher thread redraws at most ``refresh_hz`` times a second (fewer where a redraw is
+costly: at most 1 % of a core) from the source on show.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class GradPanel(w.VBox):
     loss_fn, optimizer, lr, steps, batch_size, seed, act_every
         The :class:`gradwidget.TrainConfig` of every run (same seed: same data order).
     refresh_hz : float
-        Most chart updates per second, whatever the training speed.
+        Most chart updates per second, whatever the training speed; redraws that cost more
+        are spaced further apart, so that they take at most 1 % of a core.
     recorder_options : dict, optional
         Own loop only: further :class:`gradwidget.Recorder` options (``capacity``, ``budget``).
     """
