@@ -39,6 +39,26 @@ def test_buckets_keep_min_max_last_of_the_raw_points() -> None:
     assert s.steps[-1] == 999  # the newest point is always visible
 
 
+def test_extend_in_batches_keeps_what_one_point_at_a_time_keeps() -> None:
+    rng = np.random.default_rng(1)
+    raw = rng.lognormal(size=(700, 3)).astype(np.float32)
+    raw[rng.random(raw.shape) < 0.05] = np.nan  # "no gradient" here and there
+    one, batched = History(["a", "b", "c"], capacity=16), History(["a", "b", "c"], capacity=16)
+    _feed(one, raw)
+    heard: list[int] = []
+    batched.add_listener(lambda name, step, row: heard.append(step))
+    start = 0
+    while start < len(raw):  # uneven batches, across bucket edges and compactions
+        size = int(rng.integers(1, 40))
+        batched.extend("grad_norm", list(range(start, min(start + size, len(raw)))),
+                       raw[start : start + size])  # fmt: skip
+        start += size
+    a, b = one.series("grad_norm"), batched.series("grad_norm")
+    for field in ("steps", "last", "lo", "hi"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert heard == list(range(len(raw)))  # listeners still hear every point, in order
+
+
 def test_spikes_survive_a_million_steps_in_bounded_memory() -> None:
     layers = [f"l{i}" for i in range(50)]
     h = History(layers, capacity=1024)

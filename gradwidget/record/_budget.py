@@ -60,9 +60,9 @@ class StepBudget:
     -----
     On the tutorial's 10-layer width-64 sigmoid MLP (600 steps, one thread) a run recorded
     this way took 1.24x the CPU time of plain training with 100 / 50 points and a head of 40
-    captures and 20 samples, 1.37x with 200 / 100 points (docs/performance.md); half as many
-    points and a quarter of that head are what panel-managed training at 0.95x a plain loop
-    allows.
+    captures and 20 samples, 1.37x with 200 / 100 points (docs/performance.md). With half as
+    many points and a quarter of that head a run without the panel went at 0.935x a plain
+    loop (11 rounds), still short of the 0.95x the panel aims at.
     """
 
     steps: int | None

@@ -1,0 +1,35 @@
+"""The panel's refresher: redraws at the rate asked for, spaced further when they are costly."""
+
+from __future__ import annotations
+
+import time
+
+from gradwidget.view._refresher import Refresher
+
+
+def _run(tick_cpu_s: float, hz: float, seconds: float) -> int:
+    """Ticks made in ``seconds`` by a refresher whose tick burns ``tick_cpu_s`` of CPU."""
+    calls = []
+
+    def tick() -> bool:
+        calls.append(time.monotonic())
+        end = time.thread_time() + tick_cpu_s
+        while time.thread_time() < end:
+            pass
+        return True  # always more to show: only the spacing ends a tick
+
+    refresher = Refresher(tick, hz, "test-refresher")
+    refresher.poke()
+    time.sleep(seconds)
+    refresher.stop()
+    return len(calls)
+
+
+def test_costly_ticks_take_at_most_a_small_share_of_a_core() -> None:
+    # 20 ms of CPU a tick at 1 % of a core: about one tick every 2 s (100 a second asked for:
+    # without the spacing, about 60 in these 1.5 s)
+    assert 1 <= _run(0.02, hz=100.0, seconds=1.5) <= 3
+
+
+def test_cheap_ticks_keep_the_rate_asked_for() -> None:
+    assert 12 <= _run(0.0, hz=20.0, seconds=1.0) <= 21
