@@ -21,7 +21,7 @@ import gradwidget as gw
 torch.set_num_threads(1)
 
 HZ = 10.0
-CAPTURES = 100_000  # about 7 s at 15k synthetic captures a second on this machine
+CAPTURES = 500_000  # about 7 s at 70k synthetic captures a second on this machine
 MANAGED_STEPS = int(os.environ.get("GW_SOAK_STEPS", "100000"))  # 65-77 s on 2 shared cores
 RSS_GROWTH_BOUND = 32 * 2**20  # bytes, after warm-up: history is bounded, nothing else grows
 
@@ -55,7 +55,9 @@ def test_own_loop_soak_keeps_memory_flat_and_refreshes_at_the_throttle() -> None
         history = panel.recorder.history
         assert growth < RSS_GROWTH_BOUND
         assert len(history) <= history.capacity and history.nbytes() < 2**20
-        assert HZ * elapsed / 4 <= sent <= HZ * elapsed + 3  # live, and never above the throttle
+        # live (redraws spaced by their cost, but at least one a second; half that on a loaded
+        # machine), and never above the throttle
+        assert elapsed / 2 <= sent <= HZ * elapsed + 3
         assert panel.recorder.step == CAPTURES + 1_000
         assert panel.live.dashboard.grad.lines.x[-1] == history.steps[-1]
     finally:

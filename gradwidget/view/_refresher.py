@@ -1,5 +1,5 @@
 """A background thread that calls ``tick`` while there is something to show, at a rate that
-the tick's own cost keeps within a small share of one core."""
+the tick's own cost keeps within a small share of one core, and never less than once a second."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ __all__ = ["Refresher"]
 # costs 3-5 ms of CPU, a 500-layer one 14-18 ms; at a fixed 10 Hz that was 4-18 % of a core,
 # and panel-managed training ran at 0.76x the plain loop's speed.
 _SHARE = 0.01
+# The longest wait between two redraws, whatever they cost: a chart that moves less than once
+# a second no longer reads as live. At 500 layers (12-18 ms a redraw) that is 1.2-1.8 % of a
+# core; only such panels reach it.
+_MAX_WAIT_S = 1.0
 
 
 class Refresher:
@@ -25,7 +29,7 @@ class Refresher:
     :meth:`poke` was called since the previous tick (new data arrived meanwhile). So a panel
     has no thread while idle, and at most ``hz`` refreshes a second whatever the step rate:
     fewer where a tick costs more than ``_SHARE`` of the time between two (the interval grows
-    to the tick's recent CPU time over ``_SHARE``).
+    to the tick's recent CPU time over ``_SHARE``), but at least one a second.
     """
 
     def __init__(self, tick: Callable[[], bool], hz: float, name: str) -> None:
@@ -43,9 +47,10 @@ class Refresher:
 
     @property
     def wait_s(self) -> float:
-        """Seconds between two ticks: the rate asked for, or longer where ticks are costly."""
+        """Seconds between two ticks: the rate asked for, or longer (up to a second) where
+        ticks are costly."""
         cost = statistics.fmean(self._costs)
-        return max(self.interval, cost / _SHARE - cost)
+        return max(self.interval, min(cost / _SHARE - cost, _MAX_WAIT_S))
 
     def poke(self) -> None:
         """Make sure the thread runs; cheap enough to call on every training step."""
