@@ -16,6 +16,7 @@ from _loops import train_steps
 from torch import nn
 
 import gradwidget as gw
+from gradwidget.record._tick_ring import _norm_float
 
 STEPS = 100_000
 BURSTS = (20_011, 50_003, 80_017)  # 20 steps each, gradients and loss x1000
@@ -96,6 +97,19 @@ def test_every_step_loss_is_recorded_in_an_own_loop() -> None:
     assert h.train_loss.tolist() == [float(s) for s in range(50)]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("shape", [(), (1,), (10,), (64,), (65,), (3, 16), (4096,)])
+def test_the_cpu_sentinel_norm_is_torch_s(dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    # 300^2 overflows float16: the norm must be taken wider, as torch does with dtype=float32
+    seeded = torch.Generator().manual_seed(len(shape))
+    grad = (torch.randn(shape, generator=seeded) * 300).to(dtype)
+    expected = torch.linalg.vector_norm(grad.double()).item()
+    assert _norm_float(grad) == pytest.approx(expected, rel=1e-5)
+    for bad in (math.nan, math.inf):
+        grad.view(-1)[grad.numel() // 2] = bad
+        assert not math.isfinite(_norm_float(grad))
+
+
 class _HostReads:
     """Counts the Tensor methods that read a device tensor on the host."""
 
@@ -122,9 +136,10 @@ def test_plain_steps_make_no_transfer_on_cpu(monkeypatch: pytest.MonkeyPatch) ->
     reads = _HostReads(monkeypatch)
     before = rec.transfers
     train_steps(model, rec, 80, opt)
-    # On CPU a tick is two floats read as made (the loss, the sentinel norm): no transfer
+    # On CPU a tick is read as made: the loss (item) and the values of the small sentinel
+    # gradient, whose norm is taken in Python (tolist). No transfer.
     assert rec.transfers - before == 0
-    assert reads.calls == {"item": 2 * 80, "tolist": 0, "cpu": 0}
+    assert reads.calls == {"item": 80, "tolist": 80, "cpu": 0}
     assert len(rec.history.series("train_loss")) == 83
     rec.close()
 
@@ -142,14 +157,15 @@ def test_transfers_per_100_steps_at_defaults(monkeypatch: pytest.MonkeyPatch) ->
         # steps with something due: gradients, an activation sample, the update after one
         due = {*h.steps, *h.series("act_mean").steps, *(h.series("update_ratio").steps + 1)}
         busy = sum(100 <= s < 200 for s in due)
-    # one transfer per step with something due; the ticks (2 floats a step) travel in none
+    # one transfer per step with something due; the ticks (read on the host) travel in none
     assert made == busy
-    assert calls == {"item": 2 * 100, "tolist": 0, "cpu": made}
+    assert calls == {"item": 100, "tolist": 100, "cpu": made}
 
 
 # The CUDA case joins where a GPU exists: no host read at all but the link's one copy per
-# transfer. On the CPU (no sync debug mode there) the same steps read only the two floats of
-# each step's tick, which are memory reads there, and copy once per transfer.
+# transfer. On the CPU (no sync debug mode there) the same steps read only each step's tick
+# (the loss, the sentinel gradient's few values), memory reads there, and copy once per
+# transfer.
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
@@ -173,7 +189,7 @@ def test_no_host_sync_in_any_step(
                 torch.cuda.set_sync_debug_mode(0)
         made, calls = rec.transfers - before, dict(reads.calls)
         h = rec.history  # reading the history may wait; the steps did not
-    ticks = 2 * 40 if device == "cpu" else 0
-    assert calls == {"item": ticks, "tolist": 0, "cpu": made}
+    ticks = 40 if device == "cpu" else 0
+    assert calls == {"item": ticks, "tolist": ticks, "cpu": made}
     assert h.series("train_loss").steps.tolist() == list(range(43))
     assert np.isfinite(h.grad_norm).all()

@@ -122,6 +122,7 @@ class Recorder:
         self._sampling = bool(self.act_every)  # this step's forward pass is a sample
         # Every rank must join each capture's collective: no per-rank adaptive interval.
         self._scope = Scope.of([p for layer in found for p in layer.params])
+        self._records = self._scope.records  # read on every step: one attribute, no property
         self.budget = budget = None if self._scope.sharded else budget
         self.step = 0
         self._capacity = capacity
@@ -146,7 +147,7 @@ class Recorder:
             self._scope.reduce_squares if self._scope.sharded else None  # FSDP2
         )
         self._log = LogWriter(log_dir) if log_dir is not None and self._scope.writes else None
-        if self._scope.records:  # elsewhere (DDP ranks > 0) the recorder costs nothing
+        if self._records:  # elsewhere (DDP ranks > 0) the recorder costs nothing
             self._probe.arm()  # step 0 is always sampled: it also tells the execution order
 
     # -- public -------------------------------------------------------------------------------
@@ -224,11 +225,11 @@ class Recorder:
         """
         if self._closed:
             raise GradWidgetError("This recorder is closed; create a new one to record again.")
-        if not self._scope.records:
+        if not self._records:
             self.step += 1
             return
         entered = self._clock()
-        amp = read_scaler(scaler)
+        amp = None if scaler is None else read_scaler(scaler)
         with self._lock:
             kind = self._capture(loss, force, amp)
         self._schedule.observe(self.step - 1, entered, self._clock(), kind)

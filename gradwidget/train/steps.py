@@ -106,8 +106,9 @@ class Stepper:
         loss = self._loss(output, y, first)
         loss.backward()
         value = loss.item()
-        # The step that diverged is always recorded, whatever the sampling interval.
-        capture(loss, force=not math.isfinite(value))
+        # The step that diverged is always recorded, whatever the sampling interval. The
+        # float, not the tensor: the recorder's tick then reads nothing more on the host.
+        capture(value, force=not math.isfinite(value))
         self.steps_done += 1
         if math.isfinite(value):
             if self.clip_grad is not None:
