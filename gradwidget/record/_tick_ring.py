@@ -12,7 +12,9 @@ is read when it lands, at most ``rows`` steps and one flush later.
 On CPU a tick is read as it is made and the capture is forced on that very step. There a tick
 is plain floats: every torch op in the training loop costs microseconds of dispatch, and a
 tick runs on every step, so on a 1 ms step the tensor path (a norm op, two 0-d views, a stack)
-alone cost 3-5 % of the step, and two ``.item()`` reads cost a fraction of that.
+alone cost 3-5 % of the step. The loss is one ``.item()`` (none when a managed run passes the
+float it read), and a small sentinel's norm is taken in Python from its values (one
+``tolist()``): in a Lightning loop of 1.4 ms steps a tick went from 29-36 us to 17-21 us.
 """
 
 from __future__ import annotations
