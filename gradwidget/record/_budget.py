@@ -33,8 +33,9 @@ _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the 
 _HEAD_GRADS, _HEAD_SAMPLES = 10, 5
 # Under the time budget only the captures that measure the costs come before it: every other
 # step until the first decision (step 8), so that both gradient captures and plain ticks are
-# timed, and a second activation sample for the sample's cost. A head of 40 captures and 20
-# samples cost 40 ms, 12 % of a 300-step run of 1.4 ms Lightning steps (docs/performance.md).
+# timed, and a second activation sample for the sample's cost (skipped where the intervals are
+# at their widest by then: see Schedule._adapt). A head of 40 captures and 20 samples cost
+# 40 ms, 12 % of a 300-step run of 1.4 ms Lightning steps (docs/performance.md).
 _MEASURED_GRADS, _MEASURED_SAMPLES = 5, 2
 _WARMUP_STEPS = 5  # first steps pay one-off costs; keep them out of the estimates
 # Steps between two decisions: 8 while the first estimates form, then 32 (each decision sorts
