@@ -196,7 +196,9 @@ def _gpt2(name: str) -> dict:
         "param_mb": round(param_bytes / 2**20, 1),
         "tracker_bytes": tracker,  # the update-ratio sample, on the parameters' device
         "tracker_over_params": tracker / param_bytes,
-        "history_mb": round(history_bytes / 2**20, 2),  # bounded, whatever the model's size
+        "history_mb": round(history_bytes / 2**20, 2),  # buckets sized from the model
+        "capacity": history.capacity,
+        "held_over_params": (tracker + history_bytes) / param_bytes,  # the 1 % bound
         "rss_added_mb": round(rss_recorded - rss_plain, 1),
         "rss_added_over_params": (rss_recorded - rss_plain) * 2**20 / param_bytes,
         "step_ms": round(1000 * float(np.median(plain)), 1),

@@ -19,9 +19,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["History", "Series"]
+__all__ = ["SCALARS", "History", "Series", "capacity_within"]
 
 _DTYPE = np.float32  # half the memory and browser traffic of float64; 1e-38 floor is ample
+#: Series of one value a step; every other series has one column per layer.
+SCALARS = frozenset({"loss", "train_loss", "accuracy", "test_accuracy"})
+
+
+def capacity_within(nbytes: float, widths: list[int]) -> int:
+    """The largest even capacity at which series of these ``widths`` hold ``nbytes`` or less
+    (a bucket is its step and three float32 values a column: last, lo and hi)."""
+    per_bucket = sum(np.dtype(np.int64).itemsize + 3 * _DTYPE().itemsize * w for w in widths)
+    return 2 * int(nbytes // (2 * per_bucket))
 
 
 @dataclass(frozen=True)
@@ -148,7 +157,7 @@ class _Metric:
         if obj is None:
             return self
         last = obj.series(self.name).last
-        return last[:, 0] if self.name in _SCALARS else last
+        return last[:, 0] if self.name in SCALARS else last
 
 
 class History:
@@ -230,7 +239,7 @@ class History:
             buckets = self._series.get(name)
             if buckets is not None:
                 return buckets.read()
-        width = len(self.layers) if name not in _SCALARS else 1
+        width = len(self.layers) if name not in SCALARS else 1
         empty = np.zeros((0, width), _DTYPE)
         return Series(np.zeros(0, np.int64), empty, empty.copy(), empty.copy())
 
@@ -321,9 +330,6 @@ class History:
         for name, state in doc["series"].items():
             history._series[name] = _Buckets.from_state(state, history.capacity)
         return history
-
-
-_SCALARS = frozenset({"loss", "train_loss", "accuracy", "test_accuracy"})
 
 
 class _Frozen(History):

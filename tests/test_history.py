@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from gradwidget.history import History
+from gradwidget.history import History, capacity_within
 
 
 def _feed(history: History, values: np.ndarray, name: str = "grad_norm") -> None:
@@ -190,3 +190,19 @@ def test_a_frozen_view_reads_each_series_once_and_refuses_changes() -> None:
         first.last[0, 0] = 9.0
     with pytest.raises(TypeError, match="read only"):
         view.append("grad_norm", 5, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("nbytes", [4_000, 100_000, 2_500_000])
+def test_capacity_within_is_the_largest_that_fits(nbytes: int) -> None:
+    layers = [f"l{i}" for i in range(7)]
+    names = {"grad_norm": 7, "act_std": 7, "loss": 1}
+
+    def filled(capacity: int) -> int:
+        h = History(layers, capacity)
+        for name, width in names.items():
+            h.append(name, 0, np.ones(width))
+        return h.nbytes()
+
+    capacity = capacity_within(nbytes, list(names.values()))
+    assert capacity % 2 == 0
+    assert filled(capacity) <= nbytes < filled(capacity + 2)

@@ -11,6 +11,7 @@ from torch import nn
 from gradwidget.errors import GradWidgetError
 from gradwidget.record._layers import UpdateTracker, plan_sample
 from gradwidget.record._measure import SERIES
+from gradwidget.record._memory import MIN_CAPACITY, UPDATE_FLOOR, UPDATE_SHARE
 from gradwidget.record.recorder import Recorder
 
 transformers.logging.set_verbosity_error()
@@ -70,10 +71,11 @@ def _relative_errors(optimizer: str) -> np.ndarray:
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_sampled_update_ratio_is_close_to_the_exact_one(optimizer: str) -> None:
     errors = _relative_errors(optimizer)
-    # Measured (docs/performance.md): median 1-1.3 %, p90 4-7 %, max 5-13 %.
-    assert np.median(errors) < 0.03
-    assert np.quantile(errors, 0.9) < 0.1
-    assert errors.max() < 0.25
+    # Measured (docs/performance.md), a sample of a quarter of 1 %: median 1.9-3.3 %, p90
+    # 7-11 %, max 9-27 %. A sample read without the exact weight norm's scale is off by 10x.
+    assert np.median(errors) < 0.05
+    assert np.quantile(errors, 0.9) < 0.2
+    assert errors.max() < 0.5
 
 
 def test_small_tensors_are_kept_whole_and_exact() -> None:
@@ -92,25 +94,50 @@ def test_small_tensors_are_kept_whole_and_exact() -> None:
     torch.testing.assert_close(update_sq, exact, rtol=1e-6, atol=0)
 
 
-def test_tracker_holds_at_most_one_percent_of_a_mid_size_model() -> None:
+def test_tracker_holds_its_quarter_of_one_percent_of_a_mid_size_model() -> None:
     model = _gpt2(6, 512, 8000)  # 23M parameters, 92 MB
     params = list(model.parameters())
     param_bytes = sum(p.numel() * p.element_size() for p in params)
     tracker = UpdateTracker()
     tracker.keep(params, torch.device("cpu"))
-    assert 0 < tracker.nbytes <= 0.01 * param_bytes
+    assert 0.9 * UPDATE_SHARE * param_bytes <= tracker.nbytes <= UPDATE_SHARE * param_bytes
     plan = plan_sample([p.detach() for p in params])
-    assert all(s.count >= min(s.numel, 1024) for s in plan)  # 1 % leaves room for 1024 each
+    assert all(s.count >= min(s.numel, 256) for s in plan)  # the share leaves room for 256 each
     assert all(s.start + (s.count - 1) * s.stride < s.numel for s in plan)
 
 
-def test_a_bfloat16_model_stays_within_one_percent() -> None:
-    model = _gpt2(2, 256, 4000).to(torch.bfloat16)
+def test_recording_a_mid_size_model_holds_at_most_one_percent_of_it() -> None:
+    """Everything sampled at every step: the update sample and the filled history together
+    stay within 1 % of the parameter bytes torch reports, and every panel series is there."""
+    model = _gpt2(6, 512, 8000)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randint(8000, (1, 16))
+    with Recorder(model, act_every=1, budget=None) as rec:
+        for _ in range(3):
+            opt.zero_grad()
+            loss = model(x, labels=x).loss
+            loss.backward()
+            rec.capture(loss)
+            opt.step()
+        rec.live.append("accuracy", 3, 0.5)  # what a managed run adds beside the recorder
+        rec.live.append("test_accuracy", 3, 0.5)
+        held = rec._updates.nbytes + rec.live.nbytes()
+        assert rec._updates.nbytes > 0
+        history = rec.history
+    assert held <= 0.01 * param_bytes
+    assert history.capacity >= MIN_CAPACITY
+    for name in PANEL_SERIES:
+        assert len(history.series(name)) > 0, name
+
+
+def test_a_bfloat16_model_stays_within_its_share() -> None:
+    model = _gpt2(6, 512, 8000).to(torch.bfloat16)  # 46 MB: above the sample's floor
     params = list(model.parameters())
     param_bytes = sum(p.numel() * p.element_size() for p in params)
     tracker = UpdateTracker()
     tracker.keep(params, torch.device("cpu"))
-    assert tracker.nbytes <= 0.01 * param_bytes
+    assert UPDATE_FLOOR < tracker.nbytes <= UPDATE_SHARE * param_bytes
 
 
 def test_channels_last_weights_are_sampled_without_a_copy() -> None:

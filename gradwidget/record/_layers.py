@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._memory import UPDATE_FLOOR, UPDATE_SHARE
 from ._transfer import wide
 from .distributed import local
 
@@ -24,8 +25,7 @@ __all__ = ["Layer", "Layers", "UpdateTracker", "find_layers", "squares"]
 # Update ratios from a sample of each tensor (measured in docs/performance.md:
 # 1024 coordinates give a p90 relative error of 3-4 % against the exact per-tensor ratio).
 _SAMPLE = 1024
-_SHARE = 0.01  # of the parameter bytes: the most the sample may hold
-_FLOOR = 16 * 1024  # bytes a model of under 1.6 MB of parameters may still spend
+_COMMON = 0.7  # of the budget, at most, for the common count; the rest goes by size
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,8 @@ def _counts(numels: list[int], sizes: list[int]) -> list[int]:
     goes to large tensors in proportion to their size (a sparse update, such as an
     embedding's few used rows, needs many coordinates to be seen at all).
     """
-    budget = max(_SHARE * sum(n * s for n, s in zip(numels, sizes, strict=True)), _FLOOR)
-    budget -= 16 * len(numels)  # the tracker's two float64 scalars per tensor
+    total = sum(n * s for n, s in zip(numels, sizes, strict=True))
+    budget = max(UPDATE_SHARE * total, UPDATE_FLOOR) - 16 * len(numels)  # 2 float64 a tensor
 
     def held(counts: list[int]) -> float:
         return sum(k * s for k, s in zip(counts, sizes, strict=True))
@@ -153,9 +153,9 @@ def _counts(numels: list[int], sizes: list[int]) -> list[int]:
     low, high = 1, _SAMPLE
     while low < high:  # bisection: the held bytes grow with the common count
         mid = (low + high + 1) // 2
-        low, high = (mid, high) if held(at(mid, 0.0)) <= budget else (low, mid - 1)
-    share, step = 0.0, _SHARE
-    for _ in range(20):  # then the largest share that still fits, to about 1e-6 of _SHARE
+        low, high = (mid, high) if held(at(mid, 0.0)) <= _COMMON * budget else (low, mid - 1)
+    share, step = 0.0, budget / max(total, 1)  # no larger share can fit
+    for _ in range(20):  # then the largest share that still fits, to 1e-6 of that
         share, step = (
             (share + step, step / 2) if held(at(low, share + step)) <= budget else (share, step / 2)
         )
@@ -186,8 +186,9 @@ class UpdateTracker:
     """Squared norms of the weights at a sample and of the optimizer step that follows it.
 
     Instead of a copy of every weight (as much memory again as the model), the tracker keeps
-    a fixed sample of each tensor (:func:`plan_sample`: 1 % of the parameter bytes in all, at
-    least 1024 coordinates of each tensor where that fits). The weight norms are exact; the
+    a fixed sample of each tensor (:func:`plan_sample`: a quarter of 1 % of the parameter bytes
+    in all, see :mod:`gradwidget.record._memory`, at least 1024 coordinates of each tensor
+    where that fits). The weight norms are exact; the
     update of a tensor is estimated as its exact weight norm times the ratio measured on the
     sample,
     ``||Δθ_s|| / ||θ_s||``, which is exact for tensors kept whole.

@@ -37,6 +37,7 @@ from ._amp import AmpState, read_scaler
 from ._budget import Schedule, StepBudget, StepKind
 from ._layers import Layers, UpdateTracker, find_layers, squares
 from ._measure import measures
+from ._memory import history_capacity, parameter_bytes
 from ._tick_ring import Ticks, TickTag, as_loss
 from ._transfer import HostLink
 from .activations import ActivationProbe
@@ -68,8 +69,10 @@ class Recorder:
     act_every : int or None
         Sample activation statistics and update ratios at most every this many steps (None or
         0: never); the budget may space them further.
-    capacity : int
-        Points kept per series in the bounded :class:`~gradwidget.History`.
+    capacity : int, optional
+        Buckets kept per series in the bounded :class:`~gradwidget.History`. None: as many as
+        keep everything recording holds within 1 % of the model's parameter bytes (64 to 1024;
+        a model under 10M parameters may keep 256 KB), see :mod:`gradwidget.record._memory`.
     budget : float, StepBudget or None
         Largest fraction of a training step that recording may cost, all of it together:
         gradient captures, activation samples, update ratios and the per-step tick. A
@@ -103,7 +106,7 @@ class Recorder:
         model: nn.Module,
         *,
         act_every: int | None = 10,
-        capacity: int = 1024,
+        capacity: int | None = None,
         budget: float | StepBudget | None = 0.03,
         log_dir: str | Path | None = None,
         measure: str | Iterable[str] | None = None,
@@ -125,8 +128,11 @@ class Recorder:
         self._records = self._scope.records  # read on every step: one attribute, no property
         self.budget = budget = None if self._scope.sharded else budget
         self.step = 0
-        self._capacity = capacity
         self._layers = Layers(found)
+        if capacity is None:
+            size = parameter_bytes(self._layers.params)
+            capacity = history_capacity(size, len(found), self.measure)
+        self._capacity = capacity
         self._ordered = False
         self._history = History(self.layers, capacity)
         self._probe = ActivationProbe(model, [(layer.name, layer.module) for layer in found])
