@@ -1,9 +1,11 @@
-"""Memory: Python-heap growth of a History over many steps, RSS over a long recorded run, and
-what recording adds to GPT-2-like models of 10M to 350M parameters.
+"""Memory: Python-heap growth of a History over many steps, RSS over a long recorded run,
+what recording adds to GPT-2-like models of 10M to 350M parameters, and the peak an activation
+sample adds to a model with large activations.
 
 Run as a module it measures in a fresh process and prints JSON, so the RSS is not that of the
 models other benchmarks built earlier: ``python -m benchmarks.memory STEPS`` (the long run),
-``python -m benchmarks.memory gpt2 NAME`` (one size of :data:`GPT2_SIZES`).
+``python -m benchmarks.memory gpt2 NAME`` (one size of :data:`GPT2_SIZES`),
+``python -m benchmarks.memory peak MEASURE DEPTH WIDTH BATCH`` (the peak RSS of one model).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch.nn.functional as F
 
 from gradwidget.models import deep_mlp
 
-__all__ = ["GPT2_SIZES", "HistoryGrowth", "RunMemory", "gpt2_memory", "history_growth",
-           "run_memory"]  # fmt: skip
+__all__ = ["GPT2_SIZES", "HistoryGrowth", "RunMemory", "activation_peak", "gpt2_memory",
+           "history_growth", "run_memory"]  # fmt: skip
 
 # name: (blocks, width, heads, vocabulary); gpt2-124m and gpt2-350m are GPT-2 small and medium.
 GPT2_SIZES = {
@@ -207,6 +209,51 @@ def _gpt2(name: str) -> dict:
     }
 
 
+def _activation_peak(measure: str, depth: int, width: int, batch: int) -> dict:
+    """Peak RSS of a process training a wide sigmoid MLP, plain or recorded every step."""
+    from gradwidget import Recorder
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = deep_mlp(depth, width, "sigmoid")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(batch, 64), torch.randint(10, (batch,))
+
+    def step(recorder: Recorder | None) -> None:
+        optimizer.zero_grad(set_to_none=False)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        if recorder is not None:
+            recorder.capture(loss)
+        optimizer.step()
+
+    for _ in range(2):
+        step(None)
+    recorder = None if measure == "plain" else Recorder(model, act_every=1, budget=None,
+                                                          measure=measure.split(","))  # fmt: skip
+    for _ in range(3):
+        step(recorder)
+    activations = batch * width * 4 * depth
+    return {"measure": measure, "peak_rss_mb": _peak_rss_mb(), "activation_mb": activations / 2**20}
+
+
+def activation_peak(
+    measure: str = "gradients,activations,updates", depth: int = 12, width: int = 1024,
+    batch: int = 4096,
+) -> dict:  # fmt: skip
+    """:func:`_activation_peak` in a fresh process (``measure``: "plain" or tiers by commas).
+
+    glibc's malloc raises its mmap threshold as large blocks are freed, after which freed
+    activations stay in the heap and the peak RSS moves by ±60 MB from run to run; a fixed
+    threshold returns every large block when it is freed, so the peak is what was live.
+    """
+    command = [sys.executable, "-m", "benchmarks.memory", "peak", measure, str(depth), str(width),
+               str(batch)]  # fmt: skip
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
 def gpt2_memory(names: tuple[str, ...] = tuple(GPT2_SIZES)) -> list[dict]:
     """:func:`_gpt2` for each size, each in a fresh Python process."""
     rows = []
@@ -220,5 +267,7 @@ def gpt2_memory(names: tuple[str, ...] = tuple(GPT2_SIZES)) -> list[dict]:
 if __name__ == "__main__":
     if sys.argv[1] == "gpt2":
         print(json.dumps(_gpt2(sys.argv[2])))
+    elif sys.argv[1] == "peak":
+        print(json.dumps(_activation_peak(sys.argv[2], *map(int, sys.argv[3:6]))))
     else:
         print(json.dumps(asdict(_long_run(int(sys.argv[1])))))

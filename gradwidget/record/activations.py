@@ -32,6 +32,8 @@ _ACTIVATIONS: dict[type[nn.Module], str | None] = {
     ),
 }  # fmt: skip
 _SATURATED_ABOVE = 0.97  # sigmoid: above 0.97 or below 0.03; tanh: |x| above 0.97
+#: The most an activation sample copies at once: a slice of the batch, a stack of outputs.
+CHUNK_BYTES = 8 * 2**20
 _CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase)
 
 
@@ -51,29 +53,60 @@ def activation_stats(xs: torch.Tensor, saturation: str | None, unit: int | None)
     -----
     One call per group of same-shaped outputs instead of one per layer: on CPU each small op
     costs microseconds whatever its size. ``sum`` and ``vector_norm`` are about 40x cheaper
-    than ``std_mean`` there. A unit is dead when its largest and smallest output over the
-    whole batch are both exactly zero.
+    than ``std_mean`` there. The batch is read in slices of at most :data:`CHUNK_BYTES` (as
+    float32), so the temporaries never exceed that, however large the activations: sums, zero
+    counts and per-unit extremes add up across slices. A unit is dead when its largest and
+    smallest output over the whole batch are both exactly zero.
     """
-    xs = xs if xs.dtype in (torch.float32, torch.float64) else xs.float()
-    flat = xs.flatten(1)
-    n = flat.shape[1]
-    mean = flat.sum(1) / n
-    std = (torch.linalg.vector_norm(flat, dim=1).square() / n - mean.square()).clamp_min(0).sqrt()
+    n = xs[0].numel()
+    per_row = 4 * xs.shape[0] * max(1, n // max(1, xs.shape[1]))  # float32 bytes of one row
+    slices = xs.split(max(1, CHUNK_BYTES // per_row), 1)
+    parts = list(zip(*(_partial_stats(c, saturation, unit) for c in slices), strict=True))
+    total, squares, zeros, saturated = (_combine(field, torch.sum) for field in parts[:4])
+    mean = total / n
+    std = (squares / n - mean.square()).clamp_min(0).sqrt()
     if unit is None:
-        dead = (flat == 0).sum(1) / n
+        dead = zeros / n
     else:
-        dims = tuple(d for d in range(1, xs.ndim) if d != unit + 1)
-        units = (xs.amax(dims) == 0) & (xs.amin(dims) == 0)
+        high, low = _combine(parts[4], torch.amax), _combine(parts[5], torch.amin)
+        units = (high == 0) & (low == 0)
         dead = units.sum(1) / units.shape[1]
-    if saturation is None:
-        saturated = torch.full_like(mean, math.nan)
+    saturated = torch.full_like(mean, math.nan) if saturation is None else saturated / n
+    return torch.stack([mean, std, dead, saturated], 1).float()
+
+
+def _partial_stats(
+    chunk: torch.Tensor, saturation: str | None, unit: int | None
+) -> tuple[torch.Tensor | None, ...]:
+    """Sums, sum of squares, zeros, saturated count and per-unit extremes of one slice."""
+    chunk = chunk if chunk.dtype in (torch.float32, torch.float64) else chunk.float()
+    flat = chunk.flatten(1)
+    total, squares = flat.sum(1), torch.linalg.vector_norm(flat, dim=1).square()
+    zeros = high = low = saturated = None
+    if unit is None:
+        zeros = (flat == 0).sum(1)
     else:
+        dims = tuple(d for d in range(1, chunk.ndim) if d != unit + 1)
+        high, low = chunk.amax(dims), chunk.amin(dims)
+    if saturation is not None:
         # Distance from the curve's centre beyond which it is flat (sigmoid: outside
         # [0.03, 0.97], tanh: outside [-0.97, 0.97]). In-place float ops: on CPU a boolean
         # comparison over the whole output costs about 3x a float one.
         centre = 0.5 if saturation == "sigmoid" else 0.0
-        saturated = (flat - centre).abs_().gt_(_SATURATED_ABOVE - centre).sum(1) / n
-    return torch.stack([mean, std, dead, saturated], 1).float()
+        saturated = (flat - centre).abs_().gt_(_SATURATED_ABOVE - centre).sum(1)
+    return total, squares, zeros, saturated, high, low
+
+
+def _combine(parts: tuple[torch.Tensor | None, ...], reduce: Any) -> Any:
+    """One field over every slice (``torch.sum``, ``torch.amax``...); None where not taken."""
+    if parts[0] is None or len(parts) == 1:
+        return parts[0]
+    return reduce(torch.stack(parts), 0)
+
+
+def _stacked(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """The outputs on a new first dim: a view of a lone one, a copy of several."""
+    return outputs[0].unsqueeze(0) if len(outputs) == 1 else torch.stack(outputs)
 
 
 def _unit_dim(x: torch.Tensor, channels_first: bool) -> int | None:
@@ -145,8 +178,8 @@ class ActivationProbe:
         """Statistics of the outputs seen since the last call, by layer; stops noting order.
 
         The hooks only keep each layer's latest output (autograd holds it until backward
-        anyway); the statistics are computed here, one batch of ops per group of same-shaped
-        outputs.
+        anyway); the statistics are computed here, one batch of ops per stack of same-shaped
+        outputs of at most :data:`CHUNK_BYTES`.
         """
         outputs, self._outputs = self._outputs, {}
         self._noting_order = False
@@ -154,9 +187,12 @@ class ActivationProbe:
         for name, (x, saturation, unit) in outputs.items():
             groups.setdefault((x.shape, x.dtype, x.device, saturation, unit), []).append(name)
         stats = {}
-        for (_, _, _, saturation, unit), names in groups.items():
-            xs = torch.stack([outputs[name][0] for name in names])
-            stats.update(zip(names, activation_stats(xs, saturation, unit), strict=True))
+        for (shape, _, _, saturation, unit), names in groups.items():
+            fits = max(1, CHUNK_BYTES // (4 * math.prod(shape) or 1))  # outputs a stack may hold
+            for at in range(0, len(names), fits):
+                some = names[at : at + fits]
+                xs = _stacked([outputs[name][0] for name in some])
+                stats.update(zip(some, activation_stats(xs, saturation, unit), strict=True))
         return stats
 
     def forget(self) -> None:
