@@ -466,3 +466,18 @@ def test_batch_accuracy_noise_is_not_a_swing_but_a_fall_is(fall: float, fires: b
         level = 0.8 - (fall if step >= 300 else 0.0)
         history.append("accuracy", step, float(np.clip(level + rng.normal(0, 0.14), 0, 1)))
     assert ("oscillating" in kinds(history)) is fires
+
+
+@pytest.mark.parametrize("n", [40, 41, 333])
+def test_loss_chunk_medians_are_numpy_medians_of_each_chunk(n: int) -> None:
+    from gradwidget.diagnose.loss import _CHUNKS, _Loss
+
+    rng = np.random.default_rng(n)
+    steps = np.sort(rng.choice(5 * n, n, replace=False))
+    values = rng.lognormal(size=n)
+    loss = _Loss(steps, values, int(steps[-1]), n, 1.0, 1.0, 1.0)
+    medians, inside = loss.chunk_medians()
+    index = (loss.last - steps) // max(n // _CHUNKS, 1)
+    chunks = np.unique(index)[::-1]
+    np.testing.assert_array_equal(medians, [np.median(values[index == i]) for i in chunks])
+    np.testing.assert_array_equal(inside, chunks < _CHUNKS)

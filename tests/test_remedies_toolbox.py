@@ -201,6 +201,10 @@ def test_batch_size_one_refuses_batchnorm_and_suggests_layernorm() -> None:
         remedies.check(model, "batchnorm", settings)
     assert remedies.suggest(["relu", "batchnorm"], model, settings) == ("relu", "layernorm")
     assert remedies.suggest(["batchnorm"], model) == ("batchnorm",)  # fits at batch size 64
+    # What a fix bar already checked stands in for the checks (which copy the model).
+    known = {"relu", "layernorm"}
+    assert remedies.suggest(["relu", "batchnorm"], model, applicable=known) == ("relu", "layernorm")
+    assert remedies.suggest(["batchnorm"], model, applicable={"relu"}) == ("batchnorm",)
     fixed = remedies.apply_remedies(model, ["layernorm"], settings=settings)
     data = (torch.randn(6, 8), torch.randint(0, 3, (6,)))
     run = gw.train(fixed, data, steps=3, batch_size=1)

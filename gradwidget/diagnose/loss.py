@@ -46,9 +46,13 @@ class _Loss:
         first; and which of them lie inside the window."""
         size = max(self.span // _CHUNKS, 1)
         index = (self.last - self.steps) // size
-        chunks = np.unique(index)[::-1]
-        medians = np.array([np.median(self.values[index == i]) for i in chunks])
-        return medians, chunks < _CHUNKS
+        # Every chunk's median at once: sort by chunk, then by value, and read each chunk's
+        # middle (a redraw diagnoses a long loss curve in dozens of chunks).
+        order = np.lexsort((self.values, index))
+        chunks, starts, counts = np.unique(index[order], return_index=True, return_counts=True)
+        ranked = self.values[order]
+        medians = (ranked[starts + (counts - 1) // 2] + ranked[starts + counts // 2]) / 2
+        return medians[::-1], chunks[::-1] < _CHUNKS
 
 
 def _read(history: History, t: Thresholds) -> _Loss | None:

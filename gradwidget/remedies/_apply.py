@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from torch import nn
 
@@ -130,18 +130,28 @@ def apply_settings(settings: TrainConfig, names: Iterable[str]) -> TrainConfig:
 
 
 def suggest(
-    names: Iterable[str], model: nn.Module, settings: TrainConfig | None = None
+    names: Iterable[str],
+    model: nn.Module,
+    settings: TrainConfig | None = None,
+    *,
+    applicable: Collection[str] | None = None,
 ) -> tuple[str, ...]:
     """``names`` (e.g. a diagnosis's), each that cannot apply replaced by its ``instead``.
 
     Names that cannot apply and have no stand-in stay (the fix bar shows them disabled, with
     the reason); e.g. BatchNorm refused on a model that already has it gives LayerNorm.
+    ``applicable``: the remedies already known to apply to ``model`` under ``settings``
+    (:func:`check` copies the model each time); None: check each where it matters.
     """
+
+    def applies(name: str) -> bool:
+        return name in applicable if applicable is not None else _applies(model, name, settings)
+
     result: list[str] = []
     for name in names:
         stand_in = _known(name).instead
-        if stand_in is not None and not _applies(model, name, settings):
-            name = stand_in if _applies(model, stand_in, settings) else name
+        if stand_in is not None and not applies(name):
+            name = stand_in if applies(stand_in) else name
         result.append(name)
     return tuple(dict.fromkeys(result))
 
