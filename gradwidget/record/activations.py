@@ -60,15 +60,19 @@ def activation_stats(xs: torch.Tensor, saturation: str | None, unit: int | None)
     """
     n = xs[0].numel()
     per_row = 4 * xs.shape[0] * max(1, n // max(1, xs.shape[1]))  # float32 bytes of one row
-    slices = xs.split(max(1, CHUNK_BYTES // per_row), 1)
-    parts = list(zip(*(_partial_stats(c, saturation, unit) for c in slices), strict=True))
-    total, squares, zeros, saturated = (_combine(field, torch.sum) for field in parts[:4])
+    rows = max(1, CHUNK_BYTES // per_row)
+    if rows >= xs.shape[1]:  # the usual case: one slice (right after a backward pass every
+        # Python call counts: the general path cost 6 % more on the mlp10 benchmark)
+        total, squares, zeros, saturated, high, low = _partial_stats(xs, saturation, unit)
+    else:
+        total, squares, zeros, saturated, high, low = _combined(
+            [_partial_stats(c, saturation, unit) for c in xs.split(rows, 1)]
+        )
     mean = total / n
     std = (squares / n - mean.square()).clamp_min(0).sqrt()
     if unit is None:
         dead = zeros / n
     else:
-        high, low = _combine(parts[4], torch.amax), _combine(parts[5], torch.amin)
         units = (high == 0) & (low == 0)
         dead = units.sum(1) / units.shape[1]
     saturated = torch.full_like(mean, math.nan) if saturation is None else saturated / n
@@ -97,11 +101,14 @@ def _partial_stats(
     return total, squares, zeros, saturated, high, low
 
 
-def _combine(parts: tuple[torch.Tensor | None, ...], reduce: Any) -> Any:
-    """One field over every slice (``torch.sum``, ``torch.amax``...); None where not taken."""
-    if parts[0] is None or len(parts) == 1:
-        return parts[0]
-    return reduce(torch.stack(parts), 0)
+def _combined(parts: list[tuple[torch.Tensor | None, ...]]) -> tuple[torch.Tensor | None, ...]:
+    """Every field over all slices: counts and sums added, per-unit extremes max / min."""
+    reduces = (torch.sum,) * 4 + (torch.amax, torch.amin)
+    fields = zip(*parts, strict=True)
+    return tuple(
+        None if field[0] is None else reduce(torch.stack(field), 0)
+        for reduce, field in zip(reduces, fields, strict=True)
+    )
 
 
 def _stacked(outputs: list[torch.Tensor]) -> torch.Tensor:
