@@ -137,9 +137,11 @@ def _flat(tensor: torch.Tensor) -> torch.Tensor:
 def _counts(numels: list[int], sizes: list[int]) -> list[int]:
     """How many coordinates of each tensor to sample, all of them within the byte budget.
 
-    First the largest common count up to ``_SAMPLE`` that fits; what the budget has left then
-    goes to large tensors in proportion to their size (a sparse update, such as an
-    embedding's few used rows, needs many coordinates to be seen at all).
+    First the largest common count up to ``_SAMPLE`` that fits in ``_COMMON`` of the budget;
+    the rest then goes to large tensors in proportion to their size (a sparse update, such as
+    an embedding's few used rows, needs many coordinates to be seen at all: spending the whole
+    budget on a common count left the 10M GPT-2's embedding at 354 coordinates and a 92 %
+    error under SGD, 38 % with this split).
     """
     total = sum(n * s for n, s in zip(numels, sizes, strict=True))
     budget = max(UPDATE_SHARE * total, UPDATE_FLOOR) - 16 * len(numels)  # 2 float64 a tensor
@@ -187,10 +189,8 @@ class UpdateTracker:
 
     Instead of a copy of every weight (as much memory again as the model), the tracker keeps
     a fixed sample of each tensor (:func:`plan_sample`: a quarter of 1 % of the parameter bytes
-    in all, see :mod:`gradwidget.record._memory`, at least 1024 coordinates of each tensor
-    where that fits). The weight norms are exact; the
-    update of a tensor is estimated as its exact weight norm times the ratio measured on the
-    sample,
+    in all, see :mod:`gradwidget.record._memory`). The weight norms are exact; the update of a
+    tensor is estimated as its exact weight norm times the ratio measured on the sample,
     ``||Δθ_s|| / ||θ_s||``, which is exact for tensors kept whole.
     """
 

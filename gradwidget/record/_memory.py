@@ -32,8 +32,10 @@ __all__ = ["HISTORY_FLOOR", "MAX_CAPACITY", "MIN_CAPACITY", "SHARE", "UPDATE_FLO
 SHARE = 0.01  # of the parameter bytes: all that recording holds beside the model
 UPDATE_SHARE = SHARE / 4  # the update-ratio sample's part
 HISTORY_FLOOR = 256 * 1024  # bytes of history any model may keep (1 % of 10M float32 is 340 KB)
-UPDATE_FLOOR = HISTORY_FLOOR // 4  # and of update sample
-MIN_CAPACITY, MAX_CAPACITY = 64, 1024  # buckets a series: 32 to 64 points drawn, or 300
+UPDATE_FLOOR = HISTORY_FLOOR // 4  # bytes of update sample any model may keep
+# Buckets a series: a full series is halved, so 64 leaves 32 to 64 points a line; from about
+# 600 a chart (at most 300 points a line) looks as it would with every step kept.
+MIN_CAPACITY, MAX_CAPACITY = 64, 1024
 _OTHER_SCALARS = 4  # accuracy, test_accuracy, amp_scale, amp_skipped: written by some runs
 
 
