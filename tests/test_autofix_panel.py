@@ -75,3 +75,20 @@ def test_an_own_loop_panel_asks_for_data_then_searches_a_copy(panels, digits) ->
     panel = panels(model)
     assert panel.autofix() is None
     assert "panel.autofix(data" in panel.status.text
+
+
+def test_runs_that_begin_and_end_between_two_redraws_still_reach_the_comparison(
+    panels, digits
+) -> None:
+    """A search's short trials can start and finish while the refresher waits (its redraws
+    may be a second apart): the panel's next redraw must still list them."""
+    panel = panels(_vanishing(), digits, steps=20, refresh_hz=0.01)  # no redraw by itself
+    for names in ((), ("relu",)):
+        run = panel.session.retrain(names) if names else panel.session.train()
+        assert run is not None
+        panel.session.wait(60)
+    panel.wait()
+    names = [r.name for r in panel.runs]
+    assert len(names) == 2
+    assert set(panel.compare.cells) == set(names)
+    assert list(panel.chooser.options) == names

@@ -264,11 +264,16 @@ class NotebookDriver:
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if done.count():
-                return
+            # The marker first, the errors after. The marker cell can still run after an
+            # error (seen once on a fresh CI machine: ipykernel aborts only what is already
+            # queued, and a slow browser may send the marker's request later); an error's
+            # output reaches the page before any later cell's, so it is never missed.
+            finished = done.count() > 0
             failed = [text for text in stderr.all_inner_texts() if CELL_ERROR.search(text)]
             if failed:
                 pytest.fail(f"a cell failed in {self.server.app}:\n{failed[0]}")
+            if finished:
+                return
             self.page.wait_for_timeout(250)
         pytest.fail(f"the notebook did not finish in {timeout_s} s\n{self.server.log_tail()}")
 
