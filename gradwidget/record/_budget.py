@@ -58,9 +58,9 @@ class StepBudget:
         its ``min_samples`` (3).
     act_points : int
         Activation samples to aim for (default 12), never closer than ``act_every``. On the
-        ``mlp10`` benchmark (10 sigmoid layers of 256, batch 128) a sample costs about 2.4 ms
-        against a 6-7 ms step (hooks, statistics, the weight sample and its update), so 25
-        cost 1.6 % of a 600-step run; the unit rules need 3 samples within the last half of a
+        ``mlp10`` benchmark (10 sigmoid layers of 256, batch 128) a sample costs 3-4 ms against
+        a 6-7 ms step (hooks, statistics, the weight sample and its update), so 25 cost
+        2-2.5 % of a 600-step run; the unit rules need 3 samples within the last half of a
         run at most, which 12 leave room for.
 
     Notes
