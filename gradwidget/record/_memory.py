@@ -41,7 +41,7 @@ _OTHER_SCALARS = 4  # accuracy, test_accuracy, amp_scale, amp_skipped: written b
 
 def parameter_bytes(params: Iterable[torch.Tensor]) -> int:
     """Bytes of the parameters this process holds (a sharded tensor's own shard)."""
-    return sum(local(p).numel() * local(p).element_size() for p in params)
+    return sum(t.numel() * t.element_size() for t in map(local, params))
 
 
 def history_capacity(param_bytes: int, layers: int, measure: Iterable[str]) -> int:

@@ -187,7 +187,6 @@ class GradPanel(w.VBox):
     def _sync_sources(self) -> None:
         """Chooser and comparison follow the session's sources (added, removed, shown)."""
         names = list(self.session.sources)
-        self._synced = tuple(names)
         with self.chooser.hold_sync():
             if list(self.chooser.options) != names:
                 self.chooser.options = names
@@ -414,7 +413,7 @@ class GradPanel(w.VBox):
                 self._safe_draw(final=ended)
             if finishing:
                 self._finish()
-            elif tuple(session.sources) != self._synced:
+            elif list(self.chooser.options) != list(session.sources):
                 # Runs that began and ended between two redraws (a search's short trials,
                 # with redraws up to a second apart) were never followed: list them now.
                 self._sync_sources()
