@@ -44,7 +44,7 @@ class Settings:
 
 
 FULL = Settings(12, None, (1, 10, 100), (1,), 600, 7, 3.0, 3, 1_000_000, 20_000, 30, 25)
-QUICK = Settings(3, 10, (1,), (1,), 30, 1, 0.3, 1, 25_000, 200, 5, 1)
+QUICK = Settings(3, 10, (1,), (1,), 30, 1, 1.0, 1, 25_000, 200, 5, 1)  # a first chart at 0.5 s
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,19 +66,43 @@ class _Buckets:
         self._open: list[Any] | None = None  # [count, step, last, lo, hi] of the bucket filling
 
     def extend(self, steps: list[int], rows: np.ndarray) -> None:
-        """Add ``rows`` (``(n, width)``), one per step, a bucket's worth at a time."""
+        """Add ``rows`` (``(n, width)``), one per step: whole buckets at once, the rest into
+        the bucket that is filling. (Bucket by bucket, 32 ticks of the loss written in the
+        training loop cost 250-300 us, a fifth of a 1.4 ms step.)"""
         done = 0
         while done < len(steps):
-            filled = 0 if self._open is None else self._open[0]
-            take = min(self.stride - filled, len(steps) - done)
-            chunk, done = rows[done : done + take], done + take
-            # fmin/fmax ignore NaN ("no gradient") instead of letting it swallow a real value.
-            lo, hi = np.fmin.reduce(chunk), np.fmax.reduce(chunk)
-            if self._open is not None:
-                lo, hi = np.fmin(self._open[3], lo), np.fmax(self._open[4], hi)
-            self._open = [filled + take, steps[done - 1], chunk[-1], lo, hi]
-            if filled + take == self.stride:
-                self._close_bucket()
+            # In bulk while there is room: a full store compacts as its next bucket closes.
+            bulk = self._open is None and self.n < self.capacity
+            if bulk and len(steps) - done >= self.stride:
+                done += self._add_whole(steps[done:], rows[done:])
+            else:
+                done += self._add_to_open(steps[done:], rows[done:])
+
+    def _add_whole(self, steps: list[int], rows: np.ndarray) -> int:
+        """Close as many whole buckets as fit before the next compaction; rows taken."""
+        stride, i = self.stride, self.n
+        count = min(self.capacity - i, len(steps) // stride)
+        block = rows[: count * stride].reshape(count, stride, self.width)
+        self.steps[i : i + count] = steps[stride - 1 : count * stride : stride]
+        self.last[i : i + count] = block[:, -1]
+        # fmin/fmax ignore NaN ("no gradient") instead of letting it swallow a real value.
+        self.lo[i : i + count] = np.fmin.reduce(block, axis=1)
+        self.hi[i : i + count] = np.fmax.reduce(block, axis=1)
+        self.n += count
+        return count * stride
+
+    def _add_to_open(self, steps: list[int], rows: np.ndarray) -> int:
+        """Add rows to the bucket that is filling (opened here), closing it when full."""
+        filled = 0 if self._open is None else self._open[0]
+        take = min(self.stride - filled, len(steps))
+        chunk = rows[:take]
+        lo, hi = np.fmin.reduce(chunk), np.fmax.reduce(chunk)
+        if self._open is not None:
+            lo, hi = np.fmin(self._open[3], lo), np.fmax(self._open[4], hi)
+        self._open = [filled + take, steps[take - 1], chunk[-1], lo, hi]
+        if filled + take == self.stride:
+            self._close_bucket()
+        return take
 
     def _close_bucket(self) -> None:
         if self.n == self.capacity:

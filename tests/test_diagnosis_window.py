@@ -189,7 +189,7 @@ def test_a_step_budget_decides_by_step_alone(steps: int | None) -> None:
                 schedule.sampled(step)
                 acts.append(step)
             t = step * clock_scale  # however long the steps took, nothing may change
-            schedule.observe(step, t, t + clock_scale / 2, StepKind(True, False, False))
+            schedule.observe(step, t, t + clock_scale / 2, StepKind.of(True, False, False))
         return grads, acts
 
     (grads, acts), slowed = captured(1e-3), captured(5.0)

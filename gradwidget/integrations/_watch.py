@@ -110,11 +110,13 @@ class GradientWatch:
 
     def add_loss(self, loss: Any) -> None:
         """Add one micro-batch's loss (a tensor, kept on its device until the step ends)."""
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
-            value = loss.detach()
-            value = value if value.dim() == 0 else value.reshape(())
-            self._loss_sum = value if self._loss_sum is None else self._loss_sum + value
-            self._micro_batches += 1
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            return
+        if self._loss_sum is None:  # the usual step of one micro-batch: kept as it is, no op
+            self._loss_sum = loss
+        else:
+            self._loss_sum = self._loss_sum.detach().reshape(()) + loss.detach().reshape(())
+        self._micro_batches += 1
 
     def capture(self, *, divide_by: float | None = None, scaler: Any = None) -> None:
         """Record one optimizer step: gradients as they are now, and the step's loss.
@@ -145,5 +147,5 @@ class GradientWatch:
             return None
         divisor = count if divide_by is None else divide_by
         # Most steps have one micro-batch and no loss scale: no op (on a 1 ms step each torch
-        # op in the loop costs about 1 % of it).
-        return total if divisor == 1 else total / divisor
+        # op in the loop costs about 1 % of it). The recorder reads the loss without its graph.
+        return total if divisor == 1 else total.detach() / divisor

@@ -45,8 +45,12 @@ class GradWidgetCallback(Watched, _pl.Callback):
     def __init__(self, display: bool = True, **recorder_options: Any) -> None:
         super().__init__()
         self._watch = GradientWatch(display, recorder_options)
+        self._scaler: Any = None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # The precision plugin's scaler, looked up once: on every step the lookup through the
+        # trainer's properties cost a few percent of this callback's own time.
+        self._scaler = getattr(trainer.precision_plugin, "scaler", None)
         self._watch.start(pl_module, show=trainer.is_global_zero)
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
@@ -56,7 +60,7 @@ class GradWidgetCallback(Watched, _pl.Callback):
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         # Under 16-bit AMP the loss reached on_before_backward scaled; the scale is unchanged
         # until the scaler's update() after this step.
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        scaler = self._scaler
         scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
         self._watch.capture(divide_by=scale, scaler=scaler)
 

@@ -12,6 +12,13 @@ capture of all norms costs about 6.6 % of the step, and an activation sample abo
 Every estimate is a median over a short window: on a shared machine a step now and then takes
 several times its usual time (the process was descheduled), and a mean would follow it.
 
+The intervals set the rate; the account keeps the total. Everything recording took since step 0
+(the first captures that measure the costs, and step 0's, which also finds the layer order)
+is weighed against the budget's share of all the training so far, and while recording is over
+its share the intervals stay at their widest. On short steps those first captures are most of
+the cost: on a 300-step Lightning run of 1.4 ms steps they were 1.5 % of it, paid on top of the
+3 % the intervals spent.
+
 A clock makes what is recorded depend on how busy the machine was: the same seeded run then
 samples other steps, and its charts, table and findings differ from try to try. Where the
 panel trains (a :class:`~gradwidget.Run`) the schedule is a :class:`StepBudget` instead:
@@ -33,14 +40,19 @@ _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the 
 _HEAD_GRADS, _HEAD_SAMPLES = 10, 5
 # Under the time budget only the captures that measure the costs come before it: every other
 # step until the first decision (step 8), so that both gradient captures and plain ticks are
-# timed, and a second activation sample for the sample's cost (skipped where the intervals are
-# at their widest by then: see Schedule._adapt). A head of 40 captures and 20 samples cost
-# 40 ms, 12 % of a 300-step run of 1.4 ms Lightning steps (docs/performance.md).
-_MEASURED_GRADS, _MEASURED_SAMPLES = 5, 2
+# timed. A head of 40 captures and 20 samples cost 40 ms, 12 % of a 300-step run of 1.4 ms
+# Lightning steps (docs/performance.md). The sample's cost is first taken from step 0's
+# capture, which holds one (and finds the layer order too, so it is no underestimate): a
+# second sample only to measure it cost 2 ms of that run's 420.
+_MEASURED_GRADS = 5
 _WARMUP_STEPS = 5  # first steps pay one-off costs; keep them out of the estimates
 # Steps between two decisions: 8 while the first estimates form, then 32 (each decision sorts
 # six windows: on a 1.4 ms step, deciding every 8 steps cost a tenth of the per-step tick).
 _ADAPT_EVERY, _ADAPT_LATER, _SETTLED = 8, 32, 64
+# Under a time budget, two steps in every _PROBE_EVERY are timed even when nothing is due (the
+# steps at 7 and 0 modulo 8: a tick, then the plain step and tick after it; every decision
+# falls on one); the others leave their tick untimed (see Schedule.quiet_until).
+_PROBE_EVERY = 8
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,8 @@ class StepKind:
     @staticmethod
     def of(grads: bool, hooked: bool, update: bool) -> StepKind:
         """The shared instance for these flags: ``capture`` runs every step, and building a
-        dataclass there costs as much as reading the loss."""
+        dataclass there costs as much as reading the loss. Kinds are told apart by identity
+        (``is``): a dataclass ``==`` is a Python call, made on every step."""
         return _KINDS[grads, hooked, update]
 
 
@@ -146,7 +159,7 @@ class Schedule:
             self.grad_every, self.act_interval = self.plan.intervals(act_every, 0)
         self._last_grads: int | None = None
         self._last_acts: int | None = None
-        self._grads_taken = self._samples_taken = 0
+        self._grads_taken = 0
         self._left: float | None = None
         self._previous: StepKind | None = None
         # Seconds: the training step after a plain step (clean), after a gradient capture
@@ -154,6 +167,10 @@ class Schedule:
         self._clean, self._after_grads, self._any = _Window(), _Window(), _Window()
         self._tick, self._grads, self._sample = _Window(), _Window(), _Window(9)
         self._sample_excess: float | None = None  # cost of a sample until its update step
+        # The account since step 0: seconds recording took, inside capture (ticks included),
+        # and seconds of training between captures.
+        self._spent = self._trained = 0.0
+        self._timed: int | None = None  # the last step observe() was given
 
     def grads_due(self, step: int, force: bool) -> bool:
         """Whether ``step`` captures gradients (and remember it when it does).
@@ -178,7 +195,27 @@ class Schedule:
     def sampled(self, step: int) -> None:
         """Note that ``step`` took an activation sample."""
         self._last_acts = step
-        self._samples_taken += 1
+
+    def quiet_until(self, step: int) -> int:
+        """The first step from ``step`` on whose capture must take the whole path: gradients
+        due, the step that arms a sample's hooks, or (under a time budget) a timed step.
+        Steps before it only leave their tick, untimed; :meth:`observe` counts them in the
+        account at the measured cost of a tick.
+
+        Intervals only widen while nothing is captured, so a step this calls quiet is one
+        that :meth:`grads_due` and :meth:`acts_due` would pass over too.
+        """
+        if self._last_grads is None:
+            return step
+        until = self._last_grads + self.grad_every
+        if self.act_every:
+            last = self._last_acts
+            until = min(until, step if last is None else last + self.act_interval - 1)
+        if self.budget is not None and step % _PROBE_EVERY:
+            until = min(until, step + _PROBE_EVERY - 1 - step % _PROBE_EVERY)
+        elif self.budget is not None:
+            until = step
+        return until
 
     def observe(self, step: int, entered: float, left: float, kind: StepKind) -> None:
         """Take the times of one ``capture`` call and adapt the intervals."""
@@ -186,14 +223,23 @@ class Schedule:
             return  # no time budget: nothing to measure
         previous, self._left = self._left, left
         after, self._previous = self._previous, kind
-        if previous is None or step < _WARMUP_STEPS:
+        untimed = 0 if self._timed is None else step - self._timed - 1  # quiet steps between
+        self._timed = step
+        inside, ticks = left - entered, untimed * self._tick.median
+        self._spent += inside + ticks
+        if previous is None:  # step 0: a sample's first estimate (see _MEASURED_GRADS)
+            if kind.hooked:
+                self._sample.add(inside)
             return
-        total, inside = left - previous, left - entered
-        if not kind.hooked:  # a hooked forward is part of the sample's cost
+        total = left - previous
+        self._trained += total - inside - ticks
+        if step < _WARMUP_STEPS:
+            return
+        if not kind.hooked and not untimed:  # a hooked forward is part of the sample's cost
             self._note_outside(after, total - inside)
-        if kind == _PLAIN:
+        if kind is _PLAIN:
             self._tick.add(inside)
-        elif kind == _GRADS:
+        elif kind is _GRADS:
             self._grads.add(inside)
         if kind.hooked or kind.update:
             self._note_sample(kind, total, inside)
@@ -208,9 +254,9 @@ class Schedule:
         that spill is charged to gradient captures.
         """
         self._any.add(outside)
-        if after == _PLAIN:
+        if after is _PLAIN:
             self._clean.add(outside)
-        elif after == _GRADS:
+        elif after is _GRADS:
             self._after_grads.add(outside)
 
     def _note_sample(self, kind: StepKind, total: float, inside: float) -> None:
@@ -239,10 +285,21 @@ class Schedule:
         compare with).
         """
         own = max(self._grads.median - self._tick.median, 0.0)
-        spill = own
+        return own + self._spill_s(own)
+
+    def _spill_s(self, own: float) -> float:
+        """What a gradient capture adds to the training step after it (cold caches)."""
         if self._clean and self._after_grads:  # noisy both ways; a spill never saves time
-            spill = max(self._after_grads.median - self._clean.median, 0.0)
-        return own + spill
+            return max(self._after_grads.median - self._clean.median, 0.0)
+        return own
+
+    @property
+    def _over_budget(self) -> bool:
+        """Recording took more than its share of everything since step 0 (spills included)."""
+        assert self.budget is not None
+        own = max(self._grads.median - self._tick.median, 0.0)
+        spent = self._spent + self._grads_taken * self._spill_s(own)
+        return spent > self.budget * self._trained
 
     def _adapt(self) -> None:
         assert self.budget is not None  # observe() adapts under a time budget only
@@ -253,15 +310,12 @@ class Schedule:
         sample_s = max(self._sample.median, 0.0)
         needed = self._capture_s + (sample_s / self.act_every if self.act_every else 0.0)
         factor = needed / available if available > 0 else math.inf
-        k = max(1, min(_MAX_FACTOR, math.ceil(factor) if math.isfinite(factor) else _MAX_FACTOR))
-        # A sample's cost can only widen the intervals further: once the ticks and captures
-        # alone call for the widest, measuring it would only spend more (on 1.4 ms Lightning
-        # steps the second sample and its update ratio cost 0.6 % of a 300-step run).
-        widest = k == _MAX_FACTOR
-        if widest or self._grads_taken >= _MEASURED_GRADS:
+        if not math.isfinite(factor) or self._over_budget:
+            factor = _MAX_FACTOR  # until the account is back within its share
+        k = max(1, min(_MAX_FACTOR, math.ceil(factor)))
+        if k == _MAX_FACTOR or self._grads_taken >= _MEASURED_GRADS:
             self.grad_every = k
-        if widest or self._samples_taken >= _MEASURED_SAMPLES:
-            self.act_interval = self.act_every * k
+        self.act_interval = self.act_every * k
 
 
 _FLAGS = (False, True)

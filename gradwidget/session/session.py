@@ -27,6 +27,7 @@ from ..diagnose.rules import diagnose
 from ..errors import GradWidgetError
 from ..history import History
 from ..logs.reader import find_logs
+from ..record._layers import find_layers
 from ..record.recorder import Recorder
 from ..remedies import LABELS, REGISTRY, apply_remedies, apply_settings, split
 from ..train.settings import RunState, TrainConfig
@@ -325,6 +326,15 @@ class Session:
         """What fixes apply to: the copy every run starts from (do not train it), the watched
         model as it is now, or None when following a log."""
         return self._initial if self._initial is not None else self.model
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The layers a chart of this session's next run shows, in registration order (its
+        first step orders them by execution, most often the same); () for a followed log."""
+        if self.recorder is not None:
+            return self.recorder.layers
+        model = self.initial_model
+        return () if model is None else tuple(layer.name for layer in find_layers(model))
 
     def stop(self) -> Run | None:
         """Ask the search for a fix (if any) and the active run to stop after the current step

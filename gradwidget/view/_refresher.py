@@ -20,6 +20,11 @@ _SHARE = 0.01
 # a second no longer reads as live. At 500 layers (12-18 ms a redraw) that is 1.2-1.8 % of a
 # core; only such panels reach it.
 _MAX_WAIT_S = 1.0
+# What a redraw is taken to cost before one is measured: a 10-layer panel's first (which also
+# runs the diagnosis) costs 4-6 ms. At 1 % of a core the first chart then comes half a second
+# in, not at once: a run shorter than that is drawn once, as it ends, and on a 300-step
+# Lightning run of 1.4 ms steps an early first redraw had cost 2.5 % of the run.
+_FIRST_COST_S = 0.005
 
 
 class Refresher:
@@ -43,13 +48,13 @@ class Refresher:
         # CPU seconds of the last ticks. Their mean, not their median: a redraw that also
         # renews the diagnosis or the table costs 10-20 ms against 3-4 ms for the charts
         # alone, and a median would leave those out of the share.
-        self._costs: deque[float] = deque([0.0], maxlen=5)
+        self._costs: deque[float] = deque(maxlen=5)
 
     @property
     def wait_s(self) -> float:
         """Seconds between two ticks: the rate asked for, or longer (up to a second) where
         ticks are costly."""
-        cost = statistics.fmean(self._costs)
+        cost = statistics.fmean(self._costs) if self._costs else _FIRST_COST_S
         return max(self.interval, min(cost / _SHARE - cost, _MAX_WAIT_S))
 
     def poke(self) -> None:

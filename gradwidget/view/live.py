@@ -40,6 +40,13 @@ class LiveCharts(w.VBox):
         top = [self.diagnosis] if beside is None else [self.diagnosis, beside]
         super().__init__([*top, self.charts])
 
+    def expect(self, layers: tuple[str, ...], model: Any = None) -> None:
+        """Lay the charts out for ``layers`` now, before any data: the first draw then only
+        fills them. (Laid out in that draw, a 10-layer panel's first redraw cost 10-11 ms,
+        2.5 % of a 300-step Lightning run of 1.4 ms steps; filling them costs 4-5.)"""
+        if layers and self.dashboard.layers != layers:
+            self.dashboard.set_layers(layers, model)
+
     def restart(self) -> None:
         """A new run is on show: diagnose it at its first draw."""
         self._last_heavy = -float("inf")

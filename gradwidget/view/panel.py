@@ -168,6 +168,7 @@ class GradPanel(w.VBox):
         )
         # Status, diagnosis and fixes on top; the charts below them in a grid.
         self.live = LiveCharts(session.thresholds, beside=self.fixes)
+        self.live.expect(session.layers, session.initial_model)  # before training, not in it
         # Joins the panel with the second source (bqplot lays out a hidden figure at zero
         # size), so a panel never shows an empty comparison.
         self.compare = CompareView(self.remove_run)
