@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradwidget.record._budget import DEFAULT_BUDGET
+
 from . import explorer, memory, report, ui
 from .overhead import TARGETS, OverheadRow, measure_overhead
 from .profiling import phase_breakdown, profile_recorder
@@ -129,7 +131,7 @@ def _run_all(
 def _profile(row: OverheadRow, s: Settings, device: torch.device) -> dict[str, Any]:
     """Where a gradwidget configuration that missed its target spends its time."""
     workload = WORKLOADS[row.model]
-    budget = 0.03 if row.kind == "gw_default" else None
+    budget = DEFAULT_BUDGET if row.kind == "gw_default" else None
     args = (workload, row.interval, budget)
     return {
         "by_phase": phase_breakdown(*args, max(2, s.rounds), device),

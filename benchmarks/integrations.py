@@ -4,11 +4,13 @@
 
 Each round trains every configuration once, in a freshly shuffled order: no callback, the
 callback recording only (``display=False``), and the callback with its panel (``display=True``;
-no front end is connected, so this is the kernel-side cost of building and refreshing the
-widgets). A timer callback, present in every configuration, measures the training loop from the
-trainer's train-begin to its train-end hook, so the trainer's own set-up is left out. It reads
-the CPU time of this process (all its threads, the panel's refresher too), not the wall clock:
-on a shared machine the wall clock also counts the time other processes held the cores. A
+no front end is connected, so this is the kernel-side cost of refreshing the widgets). A timer
+callback, present in every configuration, measures the training loop from the start of its
+first step to the trainer's train-end hook, so set-up is left out: the trainer's own, and the
+callback's (building the recorder and the panel, once a fit, timed on its own by
+:func:`setup_cost`). It reads the CPU time of this process (all its threads, the panel's
+refresher too), not the wall clock: on a shared machine the wall clock also counts the time
+other processes held the cores. A
 configuration's ratio in a round is its time over the plain run's time in the same round; the
 figure reported is the median over rounds with the 25th and 75th percentiles.
 """
@@ -24,6 +26,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +39,32 @@ import gradwidget as gw
 CONFIGS = ("plain", "record", "panel")
 
 
+@dataclass(frozen=True)
+class Case:
+    """One row: ``run(config)`` trains once and returns the loop's CPU seconds; ``model()``
+    builds the model the callback attaches to, for :func:`setup_cost`."""
+
+    run: Callable[[str], float]
+    model: Callable[[], torch.nn.Module]
+
+
 class _Clock:
-    """CPU seconds from train-begin to train-end, for either framework's hook names."""
+    """CPU seconds from the first step's start to train-end, for either framework's hooks."""
 
     def __init__(self) -> None:
-        self.began = self.seconds = 0.0
+        self.began: float | None = None
+        self.seconds = 0.0
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
-        self.began = time.process_time()
+        if self.began is None:
+            self.began = time.process_time()
 
     def end(self, *args: Any, **kwargs: Any) -> None:
+        assert self.began is not None, "the trainer ran no step"
         self.seconds = time.process_time() - self.began
 
 
-def lightning_fit(depth: int, width: int, steps: int) -> Callable[[Any], float]:
+def lightning_fit(depth: int, width: int, steps: int) -> Case:
     import lightning.pytorch as L
 
     from gradwidget.integrations.lightning import GradWidgetCallback
@@ -72,7 +87,7 @@ def lightning_fit(depth: int, width: int, steps: int) -> Callable[[Any], float]:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     class Timer(_Clock, L.Callback):
-        on_train_start, on_train_end = _Clock.begin, _Clock.end
+        on_train_batch_start, on_train_end = _Clock.begin, _Clock.end
 
     def run(config: str) -> float:
         timer = Timer()
@@ -87,10 +102,10 @@ def lightning_fit(depth: int, width: int, steps: int) -> Callable[[Any], float]:
         trainer.fit(Classifier(), loader)
         return timer.seconds
 
-    return run
+    return Case(run, Classifier)
 
 
-def transformers_train(layers: int, width: int, steps: int) -> Callable[[Any], float]:
+def transformers_train(layers: int, width: int, steps: int) -> Case:
     import transformers
 
     from gradwidget.integrations.transformers import GradWidgetCallback
@@ -103,7 +118,7 @@ def transformers_train(layers: int, width: int, steps: int) -> Callable[[Any], f
     rows = [{"input_ids": t, "labels": t} for t in tokens]
 
     class Timer(_Clock, transformers.TrainerCallback):
-        on_train_begin, on_train_end = _Clock.begin, _Clock.end
+        on_step_begin, on_train_end = _Clock.begin, _Clock.end
 
     def run(config_name: str) -> float:
         timer = Timer()
@@ -112,21 +127,40 @@ def transformers_train(layers: int, width: int, steps: int) -> Callable[[Any], f
             disable_tqdm=True, max_steps=steps, per_device_train_batch_size=16,
             logging_strategy="no", seed=0,
         )  # fmt: skip
-        torch.manual_seed(0)
-        model = transformers.GPT2LMHeadModel(config)
         callbacks = [timer, *_callback(GradWidgetCallback, config_name)]
         transformers.Trainer(
-            model=model, args=args, train_dataset=rows, callbacks=callbacks
+            model=model(), args=args, train_dataset=rows, callbacks=callbacks
         ).train()
         return timer.seconds
 
-    return run
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return transformers.GPT2LMHeadModel(config)
+
+    return Case(run, model)
 
 
 def _callback(cls: type, config: str) -> list[Any]:
     if config == "plain":
         return []
     return [cls(display=config == "panel")]
+
+
+def setup_cost(model: Callable[[], torch.nn.Module], repeats: int = 3) -> dict[str, float]:
+    """Median CPU milliseconds of the callback's set-up before a fit's first step: the
+    recorder alone (``record``), with the panel built and displayed (``panel``)."""
+    from gradwidget.integrations._watch import GradientWatch
+
+    costs: dict[str, list[float]] = {"record": [], "panel": []}
+    for _ in range(repeats):
+        for config in costs:
+            watch, module = GradientWatch(config == "panel", {}), model()
+            with contextlib.redirect_stdout(io.StringIO()):
+                began = time.process_time()
+                watch.start(module, show=True)
+                costs[config].append(1000 * (time.process_time() - began))
+                watch.finish()
+    return {config: float(np.median(ms)) for config, ms in costs.items()}
 
 
 def measure(run: Callable[[str], float], rounds: int) -> dict[str, dict[str, float]]:
@@ -151,7 +185,7 @@ def measure(run: Callable[[str], float], rounds: int) -> dict[str, dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=7, help="per row; 3x on Lightning's")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     options = parser.parse_args()
@@ -159,26 +193,34 @@ def main() -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")  # the frameworks' own deprecation notices
+    # A Lightning run of 300 steps takes half a second to two: single rounds vary by +-0.05,
+    # and three times the rounds cost less than one Hugging Face round.
     cases = {
-        "Lightning, 10-layer sigmoid MLP, width 64": lightning_fit(10, 64, options.steps),
-        "Lightning, 10-layer sigmoid MLP, width 256": lightning_fit(10, 256, options.steps),
-        "HF Trainer, GPT-2 2 blocks x 64, 32 tokens": transformers_train(2, 64, options.steps),
-        "HF Trainer, GPT-2 4 blocks x 128, 32 tokens": transformers_train(4, 128, options.steps),
+        "Lightning, 10-layer sigmoid MLP, width 64": (lightning_fit(10, 64, options.steps), 3),
+        "Lightning, 10-layer sigmoid MLP, width 256": (lightning_fit(10, 256, options.steps), 3),
+        "HF Trainer, GPT-2 2 blocks x 64, 32 tokens": (transformers_train(2, 64, options.steps), 1),
+        "HF Trainer, GPT-2 4 blocks x 128, 32 tokens": (
+            transformers_train(4, 128, options.steps),
+            1,
+        ),
     }
     lines = [
         f"Median ratio of the training loop's CPU time with the callback to without it, "
-        f"{options.rounds} interleaved rounds of {options.steps} steps (p25-p75), one torch "
-        "thread, callback defaults (one 3 % time budget for gradients, activation samples and "
-        "update ratios).",
+        f"{options.rounds} interleaved rounds ({3 * options.rounds} for Lightning) of "
+        f"{options.steps} steps (p25-p75), one torch thread, callback defaults (one 2 % time "
+        "budget for gradients, activation samples and update ratios); the set-up before the "
+        "first step (recorder / recorder and panel), once a fit, apart.",
         "",
         "| trainer and model | plain step (CPU time) | `display=False` "
-        "| `display=True` (no front end) |",
-        "|---|---|---|---|",
+        "| `display=True` (no front end) | set-up |",
+        "|---|---|---|---|---|",
     ]
-    for name, run in cases.items():
-        result = measure(run, options.rounds)
+    for name, (case, more) in cases.items():
+        result = measure(case.run, more * options.rounds)
+        setup = setup_cost(case.model)
         step_ms = 1000 * result["plain"]["seconds"] / options.steps
         cells = [f"{step_ms:.2f} ms"] + [_cell(result[c]) for c in ("record", "panel")]
+        cells.append(f"{setup['record']:.0f} / {setup['panel']:.0f} ms")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     options.out.mkdir(parents=True, exist_ok=True)

@@ -127,10 +127,11 @@ def _histogram(grad: torch.Tensor) -> tuple[list[float], list[float]]:
 class Recording:
     """gradwidget's :class:`~gradwidget.Recorder`: ``capture(loss)`` after every backward."""
 
-    def __init__(self, model: nn.Module, act_every: int | None, budget: float | None) -> None:
+    def __init__(self, model: nn.Module, act_every: int | None, budget: bool) -> None:
         from gradwidget import Recorder  # imported late: the peers' benchmarks need no gradwidget
 
-        self.recorder = Recorder(model, act_every=act_every, budget=budget)
+        options = {} if budget else {"budget": None}  # the default budget, or none
+        self.recorder = Recorder(model, act_every=act_every, **options)
 
     def begin(self, step: int) -> None:
         """The recorder keeps its own step count and sampling phase."""
@@ -157,7 +158,7 @@ def make_monitor(kind: str, model: nn.Module, interval: int) -> Monitor:
     (adaptive gradient interval) and ``gw_full`` disables it.
     """
     if kind == "gw_default":
-        return Recording(model, act_every=interval, budget=0.03)
+        return Recording(model, act_every=interval, budget=True)
     if kind == "gw_full":
-        return Recording(model, act_every=interval, budget=None)
+        return Recording(model, act_every=interval, budget=False)
     return MONITORS[kind](model, interval)

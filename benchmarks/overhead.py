@@ -14,7 +14,7 @@ from .workloads import Workload
 __all__ = ["LABELS", "TARGETS", "OverheadRow", "contenders_for", "measure_overhead"]
 
 LABELS = {
-    "gw_default": "gradwidget Recorder, defaults (3 % budget)",
+    "gw_default": "gradwidget Recorder, defaults (2 % budget)",
     "gw_full": "gradwidget Recorder, no budget",
     "item_loop": "per-parameter .item() loop (Cockpit GradNorm, plot_grad_flow)",
     "lightning": "Lightning grad_norm",

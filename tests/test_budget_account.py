@@ -18,17 +18,21 @@ BUDGET = 0.03
 
 def _simulate(steps: int) -> tuple[list[int], float, float]:
     """Captured steps, and seconds spent recording and training, as ``Recorder.capture``
-    reports them to the schedule."""
+    reports them to the schedule: quiet steps only tick, untimed."""
     schedule = Schedule(BUDGET, act_every=0)
-    clock, spent, captured = 0.0, 0.0, []
+    clock, spent, captured, quiet_until = 0.0, 0.0, [], 0
     for step in range(steps):
         clock += PLAIN_S  # the training step
+        if step < quiet_until:
+            clock, spent = clock + TICK_S, spent + TICK_S
+            continue
         grads = schedule.grads_due(step, force=False)
         inside = FIRST_S if step == 0 else GRADS_S if grads else TICK_S
         entered, clock = clock, clock + inside
         spent += inside
         captured += [step] if grads else []
         schedule.observe(step, entered, clock, StepKind.of(grads, False, False))
+        quiet_until = 0 if grads else schedule.quiet_until(step + 1)
     return captured, spent, steps * PLAIN_S
 
 

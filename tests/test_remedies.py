@@ -209,6 +209,31 @@ def test_check_raises_exactly_when_applying_would(key: str, name: str) -> None:
         assert change.name == name and change.summary and change.code
 
 
+@pytest.mark.parametrize("key", MODELS)
+def test_check_all_plans_every_remedy_on_one_copy_as_check_does(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = build(key)
+    before = snapshot(model)
+    copies = []
+    copy_once = remedies._apply.copy_without_hooks
+    monkeypatch.setattr(
+        remedies._apply, "copy_without_hooks", lambda m: copies.append(1) or copy_once(m)
+    )
+    names = [*remedies.REMEDY_NAMES, *remedies.SETTINGS_NAMES]
+    outcomes = remedies.check_all(model, names)
+    assert len(copies) == 1  # one copy for the eight model remedies, none for settings
+    assert_same(before, snapshot(model))
+    for name in names:  # each as if planned alone, on its own fresh copy
+        try:
+            alone = remedies.check(model, name)
+        except RemedyNotApplicable as why:
+            assert isinstance(outcomes[name], RemedyNotApplicable)
+            assert str(outcomes[name]) == str(why)
+        else:
+            assert outcomes[name] == alone
+
+
 def test_names_and_labels() -> None:
     assert remedies.REMEDY_NAMES[:3] == ("relu", "leaky_relu", "gelu")
     assert set(APPLY) == set(remedies.REMEDY_NAMES)  # every model remedy is tested here

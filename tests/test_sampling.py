@@ -85,6 +85,27 @@ def test_a_single_nan_step_is_captured_on_that_step() -> None:
     assert h.nonfinite[-1].tolist() == [0, 0, 1]
 
 
+def test_quiet_steps_skip_the_clock_and_a_jump_on_one_is_captured_there() -> None:
+    model = _tiny()
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with gw.Recorder(model, act_every=None) as rec:  # the default time budget
+        clock, reads = rec._clock, []
+        rec._clock = lambda: reads.append(1) or clock()  # a timed step reads it twice
+        for step in range(400):
+            model.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            if step == 333:
+                model[4].bias.grad[0] = math.nan
+            rec.capture(loss)
+        h = rec.history
+    assert rec.grad_every > 8  # captures were thinned: most steps had nothing due
+    # Timed: the steps until the first decision, two around each later one, the captures.
+    assert len(reads) / 2 < 0.25 * 400
+    assert 333 in h.steps.tolist() and h.nonfinite[h.steps.tolist().index(333)][-1] == 1
+    assert h.series("train_loss").steps.tolist() == list(range(400))  # every tick recorded
+
+
 def test_every_step_loss_is_recorded_in_an_own_loop() -> None:
     model = _tiny()
     with gw.Recorder(model) as rec:

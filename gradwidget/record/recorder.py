@@ -34,7 +34,7 @@ from ..errors import GradWidgetError
 from ..history import History
 from ..logs.writer import LogWriter
 from ._amp import AmpState, read_scaler
-from ._budget import Schedule, StepBudget, StepKind
+from ._budget import DEFAULT_BUDGET, Schedule, StepBudget, StepKind
 from ._layers import Layers, UpdateTracker, find_layers, squares
 from ._measure import measures
 from ._memory import history_capacity, parameter_bytes
@@ -75,7 +75,8 @@ class Recorder:
         a model under 10M parameters may keep 256 KB), see :mod:`gradwidget.record._memory`.
     budget : float, StepBudget or None
         Largest fraction of a training step that recording may cost, all of it together:
-        gradient captures, activation samples, update ratios and the per-step tick. A
+        gradient captures, activation samples, update ratios and the per-step tick, counted
+        from step 0 (default 2 %). A
         :class:`~gradwidget.record._budget.StepBudget` (what a training ``Run`` uses):
         intervals from the step count alone, the same on any machine. None:
         gradients every step and activations every ``act_every`` steps. Under FSDP2 always
@@ -107,7 +108,7 @@ class Recorder:
         *,
         act_every: int | None = 10,
         capacity: int | None = None,
-        budget: float | StepBudget | None = 0.03,
+        budget: float | StepBudget | None = DEFAULT_BUDGET,
         log_dir: str | Path | None = None,
         measure: str | Iterable[str] | None = None,
     ) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._activation import TARGETS
-from ._apply import apply_remedies, apply_settings, check, split, suggest
+from ._apply import apply_remedies, apply_settings, check, check_all, split, suggest
 from ._norm import FeatureBatchNorm1d
 from ._plan import Change
 from ._registry import REGISTRY, REMEDIES, Group, Remedy, Target
@@ -41,6 +41,7 @@ __all__ = [
     "apply_remedies",
     "apply_settings",
     "check",
+    "check_all",
     "he_init",
     "split",
     "suggest",

@@ -56,7 +56,8 @@ class FixBar(w.VBox):
         self.selected: tuple[str, ...] = ()
         self.suggested: frozenset[str] = frozenset()
         self._applicable: set[str] = set()  # filled by the buttons' checks, once
-        self.buttons = {r.name: self._fix_button(r.name) for r in REGISTRY}
+        checked = remedies.check_all(model, [r.name for r in REGISTRY], self.settings)
+        self.buttons = {name: self._fix_button(name, outcome) for name, outcome in checked.items()}
         self.retrain_button = w.Button(
             description="Retrain with fixes",
             icon="repeat",
@@ -96,14 +97,14 @@ class FixBar(w.VBox):
         box.add_class(f"gw-fix-group-{group.value}")
         return box
 
-    def _fix_button(self, name: str) -> w.Button:
+    def _fix_button(self, name: str, checked: remedies.Change | RemedyNotApplicable) -> w.Button:
         button = w.Button(description=remedies.LABELS[name], layout=w.Layout(width="auto"))
         button.add_class(f"gw-fix-{name}")
-        try:
-            button.tooltip = remedies.check(self.model, name, self.settings).summary
+        if isinstance(checked, RemedyNotApplicable):
+            button.disabled, button.tooltip = True, str(checked)
+        else:
+            button.tooltip = checked.summary
             self._applicable.add(name)
-        except RemedyNotApplicable as why:
-            button.disabled, button.tooltip = True, str(why)
         button.on_click(lambda _: self.toggle(name))
         return button
 
