@@ -14,17 +14,17 @@ __all__ = ["Refresher"]
 # The most of one core the redraws may take: training shares the process (and, through the
 # GIL, the interpreter) with them. Measured (docs/performance.md): a 10-layer panel's redraw
 # costs 3-5 ms of CPU, a 500-layer one 14-18 ms; at a fixed 10 Hz that was 4-18 % of a core,
-# and panel-managed training ran at 0.76x the plain loop's speed.
-_SHARE = 0.01
+# and panel-managed training ran at 0.76x the plain loop's speed. At 1 % a Hugging Face run of
+# a small GPT-2 (2-3 ms a redraw) still paid 1 % for 4 redraws a second; 2 read as live.
+_SHARE = 0.005
 # The longest wait between two redraws, whatever they cost: a chart that moves less than once
 # a second no longer reads as live. At 500 layers (12-18 ms a redraw) that is 1.2-1.8 % of a
 # core; only such panels reach it.
 _MAX_WAIT_S = 1.0
-# What a redraw is taken to cost before one is measured: a 10-layer panel's first (which also
-# runs the diagnosis) costs 4-6 ms. At 1 % of a core the first chart then comes half a second
-# in, not at once: a run shorter than that is drawn once, as it ends, and on a 300-step
-# Lightning run of 1.4 ms steps an early first redraw had cost 2.5 % of the run.
-_FIRST_COST_S = 0.005
+# The wait before the first redraw, whose cost is not known yet: half a second, so a run
+# shorter than that is drawn once, as it ends (on a 300-step Lightning run of 1.4 ms steps a
+# first redraw at 0.1 s cost 2.5 % of the run), and a longer one shows its charts at once.
+_FIRST_WAIT_S = 0.5
 
 
 class Refresher:
@@ -54,7 +54,9 @@ class Refresher:
     def wait_s(self) -> float:
         """Seconds between two ticks: the rate asked for, or longer (up to a second) where
         ticks are costly."""
-        cost = statistics.fmean(self._costs) if self._costs else _FIRST_COST_S
+        if not self._costs:
+            return max(self.interval, _FIRST_WAIT_S)
+        cost = statistics.fmean(self._costs)
         return max(self.interval, min(cost / _SHARE - cost, _MAX_WAIT_S))
 
     def poke(self) -> None:

@@ -5,7 +5,7 @@ Three ways in, one panel. ``GradPanel(model, data)`` trains copies of the model 
 (``panel.capture(loss)`` after ``loss.backward()``); ``GradPanel.follow(path)`` follows a
 job's log on disk. Each builds a session, and everything the panel does is the session's;
 a refresher thread redraws at most ``refresh_hz`` times a second (fewer where a redraw is
-costly: at most 1 % of a core, but once a second) from the source on show.
+costly: at most 0.5 % of a core, but once a second) from the source on show.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class GradPanel(w.VBox):
         The :class:`gradwidget.TrainConfig` of every run (same seed: same data order).
     refresh_hz : float
         Most chart updates per second, whatever the training speed; redraws that cost more
-        are spaced further apart, so that they take at most 1 % of a core, but come at least
+        are spaced further apart, so that they take at most 0.5 % of a core, but come at least
         once a second.
     recorder_options : dict, optional
         Own loop only: further :class:`gradwidget.Recorder` options (``capacity``, ``budget``).

@@ -190,7 +190,7 @@ def test_gpt2_in_an_own_loop_is_readable(driver):
 
 def test_a_500_layer_gpt2_stays_readable_and_live(driver):
     # 83 blocks: 501 layers, about 130 ms a step here. The refresher spaces redraws by their
-    # cost (1 % of a core, but at least one a second); the chart must still move.
+    # cost (0.5 % of a core, but at least one a second); the chart must still move.
     driver.run_all(driver.write("gpt2-500.ipynb", gpt2_own_loop(83, 16)))
     driver.wait_for_marker()
     numbers = check_readable(driver, "gpt2-500-layers")
