@@ -21,7 +21,7 @@ from .session import Session
 from .session.autofix import autofix
 from .train.training import Run, RunState, TrainConfig, train
 
-__version__ = "0.3.2"
+__version__ = "0.3.3"
 
 __all__ = [
     "DataError",

@@ -261,6 +261,20 @@ def test_own_loop_refresh_is_throttled_but_live(panels, data) -> None:
     assert f"step {captures}" in panel.status.text
 
 
+def test_a_watching_panel_starts_redrawing_at_its_first_capture(panels, data) -> None:
+    model = mlp(depth=2)
+    panel = panels(model)
+    # Its charts are laid out already (not in the first redraw, inside the training loop),
+    # and no refresher runs: the first redraw is half a second after the first capture.
+    assert panel.live.dashboard.layers == tuple(panel.recorder.layers)
+    assert panel._refresher._thread is None
+    own_loop(panel, model, data, steps=1)
+    assert panel._refresher._thread is not None
+    own_loop(panel, model, data, steps=2)  # a chart needs two steps
+    panel.wait()
+    assert panel.live.dashboard.grad.lines.x.tolist() == panel.recorder.history.steps.tolist()
+
+
 def test_own_loop_mode_buttons_and_capture_rules(panels, data) -> None:
     model = mlp()
     panel = panels(model)

@@ -289,21 +289,24 @@ class Schedule:
         time, as measured in docs/performance.md (every step captured leaves no plain step to
         compare with).
         """
-        own = max(self._grads.median - self._tick.median, 0.0)
-        return own + self._spill_s(own)
+        return self._grads_beyond_tick + self._spill_s
 
-    def _spill_s(self, own: float) -> float:
+    @property
+    def _grads_beyond_tick(self) -> float:
+        return max(self._grads.median - self._tick.median, 0.0)
+
+    @property
+    def _spill_s(self) -> float:
         """What a gradient capture adds to the training step after it (cold caches)."""
         if self._clean and self._after_grads:  # noisy both ways; a spill never saves time
             return max(self._after_grads.median - self._clean.median, 0.0)
-        return own
+        return self._grads_beyond_tick
 
     @property
     def _over_budget(self) -> bool:
         """Recording took more than its share of everything since step 0 (spills included)."""
         assert self.budget is not None
-        own = max(self._grads.median - self._tick.median, 0.0)
-        spent = self._spent + self._grads_taken * self._spill_s(own)
+        spent = self._spent + self._grads_taken * self._spill_s
         return spent > self.budget * self._trained
 
     def _adapt(self) -> None:

@@ -32,6 +32,7 @@ __all__ = ["Sentinel", "TickTag", "Ticks", "as_loss"]
 
 Emit = Callable[[str, list[int], Any], None]  # a series, its steps, one row per step
 _HOST_NORM_MAX = 64  # elements up to which a CPU sentinel's norm is taken in Python
+_STRIDED = torch.strided  # read on every step: one global, not a lookup in torch's namespace
 
 
 class Sentinel:
@@ -217,7 +218,7 @@ def _norm(grad: torch.Tensor) -> torch.Tensor:
 def _norm_float(grad: torch.Tensor) -> float:
     """The L2 norm of a gradient as a float. A small one (the usual sentinel: a bias) is read
     as Python floats: in the loop the norm op alone cost 5-10 us, a fifth of a CPU tick."""
-    if grad.numel() <= _HOST_NORM_MAX and grad.layout is torch.strided:
+    if grad.layout is _STRIDED and grad.numel() <= _HOST_NORM_MAX:
         values = grad.tolist() if grad.dim() == 1 else grad.flatten().tolist()
         return math.hypot(*values)  # in float64: no overflow for half precision
     return _norm(grad).item()

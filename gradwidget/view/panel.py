@@ -99,7 +99,12 @@ class GradPanel(w.VBox):
         self._refresher = Refresher(self._tick, refresh_hz, "gradwidget-refresher")
         self._build()
         self.session.subscribe(self._refresher.poke)
-        if self._tick():  # draws what a followed log already holds, here and now
+        self._tick()  # draws what the session already holds (a followed log), here and now
+        session = self.session
+        # Follows what is still to come. A watched model waits for its first capture instead:
+        # started here, its first redraw came half a second after the panel was built, inside
+        # a Lightning run that began 7 ms later, whatever the run had to show by then.
+        if session.active is not None or session.polling or session.searching:
             self._refresher.poke()
 
     @classmethod
