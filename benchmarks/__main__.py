@@ -45,7 +45,7 @@ class Settings:
     settle_samples: int  # activation intervals a budgeted Recorder trains untimed first
 
 
-FULL = Settings(12, None, (1, 10, 100), (1,), 600, 7, 3.0, 3, 1_000_000, 20_000, 30, 25)
+FULL = Settings(12, None, (1, 10, 100), (1,), 600, 11, 3.0, 3, 1_000_000, 20_000, 30, 25)
 QUICK = Settings(3, 10, (1,), (1,), 30, 1, 1.0, 1, 25_000, 200, 5, 1)  # a first chart at 0.5 s
 
 
