@@ -71,7 +71,8 @@ def test_the_probe_gives_the_same_numbers_in_small_stacks(monkeypatch: pytest.Mo
         return probe.take()
 
     whole = sample()
-    monkeypatch.setattr(activations, "CHUNK_BYTES", 512)  # one output per stack, 2 rows a slice
+    monkeypatch.setattr(activations, "STACK_BYTES", 512)  # one output per stack
+    monkeypatch.setattr(activations, "CHUNK_BYTES", 512)  # 2 rows a slice
     sliced = sample()
     assert whole.keys() == sliced.keys() == {"0", "2", "4", "6"}
     for name in whole:

@@ -41,8 +41,9 @@ DEFAULT_BUDGET = 0.02
 _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the cost
 # A planned run (StepBudget) never thins its first gradient captures and activation samples:
 # its charts start densely, and what they cost is part of the run's fixed plan (a head of
-# 40 / 20 cost about 2 % of a 600-step run of the tutorial's MLP).
-_HEAD_GRADS, _HEAD_SAMPLES = 10, 5
+# 40 / 20 cost about 2 % of a 600-step run of the tutorial's MLP; each sample of the mlp10
+# benchmark, with the update ratio read on the step after it, costs 2.5 ms of its 4.5 ms step).
+_HEAD_GRADS, _HEAD_SAMPLES = 10, 3
 # Under the time budget only the captures that measure the costs come before it: every other
 # step until the first decision (step 8), so that both gradient captures and plain ticks are
 # timed. A head of 40 captures and 20 samples cost 40 ms, 12 % of a 300-step run of 1.4 ms
@@ -72,13 +73,14 @@ class StepBudget:
     points : int
         Gradient captures to aim for over the run (default 50): ``steps // points`` between
         two, so the diagnosis's window (the last tenth of the steps) holds about 5, more than
-        its ``min_samples`` (3).
+        its ``min_samples`` (3). In a managed run of the ``mlp10`` benchmark a capture costs
+        about 0.5 ms, a tenth of its step: 1 % of the run, the largest part of what it records.
     act_points : int
-        Activation samples to aim for (default 12), never closer than ``act_every``. On the
-        ``mlp10`` benchmark (10 sigmoid layers of 256, batch 128) a sample costs 3-4 ms against
-        a 6-7 ms step (hooks, statistics, the weight sample and its update), so 25 cost
-        2-2.5 % of a 600-step run; the unit rules need 3 samples within the last half of a
-        run at most, which 12 leave room for.
+        Activation samples to aim for (default 8), never closer than ``act_every``. On the
+        ``mlp10`` benchmark (10 sigmoid layers of 256, batch 128) a sample costs about 2.5 ms
+        against a 4.5 ms step (hooks, statistics, the weight sample and its update), so the
+        17 that 12 points and a head of 5 took cost 1.5 % of a 600-step run; the unit rules
+        need 3 samples within the last half of a run at most, which 8 still leave (4).
 
     Notes
     -----
@@ -86,12 +88,13 @@ class StepBudget:
     this way took 1.24x the CPU time of plain training with 100 / 50 points and a head of 40
     captures and 20 samples, 1.37x with 200 / 100 points (docs/performance.md). With half as
     many points and a quarter of that head a run without the panel went at 0.935x a plain
-    loop (11 rounds), still short of the 0.95x the panel aims at.
+    loop (11 rounds), still short of the 0.95x the panel aims at; with 50 / 8 points and a
+    head of 10 captures and 3 samples, at 0.96-0.97x (benchmarks/results/cpu.md).
     """
 
     steps: int | None
     points: int = 50
-    act_points: int = 12
+    act_points: int = 8
 
     def intervals(self, act_every: int, step: int) -> tuple[int, int]:
         """The gradient and the activation interval in force at ``step``.

@@ -100,7 +100,10 @@ class Layers:
         on CPU); otherwise a layer counts 1, "at least one", instead of a host sync.
         """
         counts = np.zeros(len(self.layers))
-        for i in np.flatnonzero(~np.isfinite(norms)):
+        finite = np.isfinite(norms)
+        if finite.all():  # the usual case, on every gradient capture
+            return counts
+        for i in np.flatnonzero(~finite):
             grads = [p.grad for p in self.layers[i].params if p.grad is not None]
             if grads and not exact:
                 counts[i] = 1.0

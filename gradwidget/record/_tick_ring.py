@@ -117,6 +117,7 @@ class Ticks:
         self._nan = torch.full((), math.nan, device=device)  # no loss, no scaler
         self._no_grad = torch.full((), -1.0, device=device)  # a norm is never negative
         self._scale: float | None = None  # the last loss scale seen, to tell skipped steps
+        self._scaled = False  # CPU: some tick carried a loss scale
         self._last_step = -1
         self._skipped_run = 0
 
@@ -149,6 +150,8 @@ class Ticks:
         """The CPU tick: read at once, kept on the host; True when it is alarming."""
         loss_f = _as_float(loss)
         norm_f = -1.0 if grad is None else _norm_float(grad)
+        if scale is not None:
+            self._scaled = True
         self._rows.append((loss_f, norm_f, math.nan if scale is None else scale.item()))
         self._steps.append(step)
         self._has_loss.append(loss is not None)
@@ -180,6 +183,8 @@ class Ticks:
         losses = [(step, row[0]) for step, has_loss, row in ticks if has_loss]
         if losses:
             emit("train_loss", [step for step, _ in losses], [loss for _, loss in losses])
+        if checked and not self._scaled:  # CPU ticks without a scaler: nothing more to read
+            return
         for step, has_loss, (loss, grad, scale) in ticks:
             if not checked and self._check(loss, grad, has_loss):
                 self._alarm = True

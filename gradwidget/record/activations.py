@@ -32,8 +32,13 @@ _ACTIVATIONS: dict[type[nn.Module], str | None] = {
     ),
 }  # fmt: skip
 _SATURATED_ABOVE = 0.97  # sigmoid: above 0.97 or below 0.03; tanh: |x| above 0.97
-#: The most an activation sample copies at once: a slice of the batch, a stack of outputs.
+#: The most an activation sample's temporaries hold at once: a slice of the batch is read.
 CHUNK_BYTES = 8 * 2**20
+#: The most a stack of same-shaped outputs holds. Stacking saves an op per output, a few
+#: microseconds, and costs a copy: right after a backward pass that copy is cold. In a managed
+#: run of the mlp10 benchmark (ten 128x256 outputs) one stack of all ten made the statistics
+#: cost 1.5 ms a sample; stacks of at most 256 KB, 0.9 ms.
+STACK_BYTES = 256 * 2**10
 _CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase)
 
 
@@ -159,6 +164,9 @@ class ActivationProbe:
         self._current: str | None = None  # the layer that ran last in this forward
         self.execution_order: list[str] = []
         self._noting_order = True
+        # Built once: walking the model and making closures cost a fifth of arming a 10-layer
+        # MLP, armed at every sample.
+        self._hooks = [(module, self._hook(name, module)) for name, module in self._sites()]
 
     @property
     def armed(self) -> bool:
@@ -170,8 +178,7 @@ class ActivationProbe:
         if self._handles:
             return
         self._current = None
-        for name, module in self._sites():
-            self._handles.append(module.register_forward_hook(self._hook(name, module)))
+        self._handles = [module.register_forward_hook(hook) for module, hook in self._hooks]
 
     def disarm(self) -> None:
         """Remove every hook. Safe to call more than once."""
@@ -186,7 +193,7 @@ class ActivationProbe:
 
         The hooks only keep each layer's latest output (autograd holds it until backward
         anyway); the statistics are computed here, one batch of ops per stack of same-shaped
-        outputs of at most :data:`CHUNK_BYTES`.
+        outputs of at most :data:`STACK_BYTES` (an output larger than that alone, uncopied).
         """
         outputs, self._outputs = self._outputs, {}
         self._noting_order = False
@@ -195,7 +202,7 @@ class ActivationProbe:
             groups.setdefault((x.shape, x.dtype, x.device, saturation, unit), []).append(name)
         stats = {}
         for (shape, _, _, saturation, unit), names in groups.items():
-            fits = max(1, CHUNK_BYTES // (4 * math.prod(shape) or 1))  # outputs a stack may hold
+            fits = max(1, STACK_BYTES // (4 * math.prod(shape) or 1))  # outputs a stack may hold
             for at in range(0, len(names), fits):
                 some = names[at : at + fits]
                 xs = _stacked([outputs[name][0] for name in some])
