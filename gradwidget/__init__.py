@@ -21,7 +21,7 @@ from .session import Session
 from .session.autofix import autofix
 from .train.training import Run, RunState, TrainConfig, train
 
-__version__ = "0.3.3"
+__version__ = "0.3.4"
 
 __all__ = [
     "DataError",
