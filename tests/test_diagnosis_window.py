@@ -200,5 +200,22 @@ def test_a_step_budget_decides_by_step_alone(steps: int | None) -> None:
     assert len(late) >= 2 * T.min_samples - 1  # the diagnosis's window (the last tenth) is filled
     # The unit rules' window grows back to the last half of the run at most: enough samples there.
     assert len([s for s in acts if s >= n / 2]) > T.min_samples
-    # Known length: about 50 captures; unknown: about 50 per doubling of the run.
-    assert len(grads) <= (10 + 50 if steps else 50 * (np.log2(n / 50) + 2))
+    # Known length: about 50 captures, and 6-7 per doubling of the run while the interval
+    # grows towards the plan's; unknown: about 50 per doubling of the run.
+    assert len(grads) <= (10 + 50 + 7 * np.log2(n) if steps else 50 * (np.log2(n / 50) + 2))
+
+
+def test_a_long_planned_run_keeps_its_charts_moving() -> None:
+    # 200,000 planned steps: 50 points alone would put 4,000 steps between captures from
+    # step 10 on, minutes of a chart standing still on a model that takes 30 ms a step.
+    schedule, grads, acts = Schedule(StepBudget(200_000), act_every=10), [], []
+    for step in range(20_000):
+        if schedule.grads_due(step, force=False):
+            grads.append(step)
+        if schedule.acts_due(step):
+            schedule.sampled(step)
+            acts.append(step)
+    gaps = np.diff(grads)[10:]  # after the head
+    assert (gaps <= np.array(grads[10:-1]) / 2).all()  # a third of the run so far, at most
+    assert len(grads) < 60 and 10 <= len(acts) <= 15  # and not every step: 3 per doubling
+    assert all(any(2**k <= a < 2 ** (k + 1) for a in acts) for k in range(5, 14))  # one a doubling

@@ -44,6 +44,11 @@ _MAX_FACTOR = 64  # never thin the gradient series more than this, whatever the 
 # 40 / 20 cost about 2 % of a 600-step run of the tutorial's MLP; each sample of the mlp10
 # benchmark, with the update ratio read on the step after it, costs 2.5 ms of its 4.5 ms step).
 _HEAD_GRADS, _HEAD_SAMPLES = 10, 3
+# ... and keeps its charts moving however far away its end is: at least this many gradient
+# captures and activation samples per doubling of the steps done. A 200,000-step run would
+# otherwise capture every 4,000 steps from step 10 on, and stand still for minutes after its
+# first second. On a 600-step run this adds 4 captures and a sample to the plan's 59 and 10.
+_GRADS_PER_DOUBLING, _SAMPLES_PER_DOUBLING = 3, 1
 # Under the time budget only the captures that measure the costs come before it: every other
 # step until the first decision (step 8), so that both gradient captures and plain ticks are
 # timed. A head of 40 captures and 20 samples cost 40 ms, 12 % of a 300-step run of 1.4 ms
@@ -100,14 +105,20 @@ class StepBudget:
         """The gradient and the activation interval in force at ``step``.
 
         The first ``_HEAD_GRADS`` steps and ``_HEAD_SAMPLES`` samples are never thinned: a
-        long run's charts start at once.
+        long run's charts start at once. After them the intervals spread ``points`` and
+        ``act_points`` over ``steps``, but grow with the run where that would leave fewer
+        than ``_GRADS_PER_DOUBLING`` and ``_SAMPLES_PER_DOUBLING`` per doubling of the steps
+        done. Either way a function of ``step`` alone, which never shrinks as it grows.
         """
+        done = 1 << max(step, 1).bit_length()  # the steps so far, rounded up to a power of two
         # Unknown length: a power of two at most the steps so far (changes log(steps) times).
-        length = self.steps if self.steps is not None else 1 << max(step, 1).bit_length() - 1
-        grad_every = 1 if step < _HEAD_GRADS else max(1, length // self.points)
+        length = done // 2 if self.steps is None else self.steps
+        grad_every = min(length // self.points, done // (2 * _GRADS_PER_DOUBLING))
+        grad_every = 1 if step < _HEAD_GRADS else max(1, grad_every)
         if not act_every or step < _HEAD_SAMPLES * act_every:
             return grad_every, act_every
-        return grad_every, max(act_every, length // self.act_points)
+        act = min(length // self.act_points, done // (2 * _SAMPLES_PER_DOUBLING))
+        return grad_every, max(act_every, act)
 
 
 @dataclass(frozen=True)
