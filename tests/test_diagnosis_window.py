@@ -200,9 +200,9 @@ def test_a_step_budget_decides_by_step_alone(steps: int | None) -> None:
     assert len(late) >= 2 * T.min_samples - 1  # the diagnosis's window (the last tenth) is filled
     # The unit rules' window grows back to the last half of the run at most: enough samples there.
     assert len([s for s in acts if s >= n / 2]) > T.min_samples
-    # Known length: about 50 captures, and 6-7 per doubling of the run while the interval
+    # Known length: about 50 captures, and 3 per doubling of the run while the interval
     # grows towards the plan's; unknown: about 50 per doubling of the run.
-    assert len(grads) <= (10 + 50 + 7 * np.log2(n) if steps else 50 * (np.log2(n / 50) + 2))
+    assert len(grads) <= (10 + 50 + 3 * np.log2(n) if steps else 50 * (np.log2(n / 50) + 2))
 
 
 def test_a_long_planned_run_keeps_its_charts_moving() -> None:
